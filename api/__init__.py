@@ -1,0 +1,1 @@
+"""FastAPI worklist, review, reports and the radiologist web page."""

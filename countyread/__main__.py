@@ -1,0 +1,5 @@
+"""Allow ``python -m countyread``."""
+
+from countyread.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""DICOM networking: SCP, study assembly, SCU export."""

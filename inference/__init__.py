@@ -1,0 +1,1 @@
+"""Series selection, volume assembly, ONNX sessions and the analysis pipelines."""

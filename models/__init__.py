@@ -1,0 +1,1 @@
+"""Shipped ONNX models, their cards, and the registry that loads them."""

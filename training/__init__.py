@@ -1,0 +1,1 @@
+"""Synthetic phantoms, real-data loaders, MONAI training, ONNX export and evaluation."""
