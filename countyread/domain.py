@@ -162,6 +162,7 @@ class Finding:
     category: str | None = None
     attributes: tuple[tuple[str, str], ...] = ()
     model: ModelRef | None = None
+    key_image: str | None = None
 
     def measurement(self, name: str) -> float | None:
         for m in self.measurements:
