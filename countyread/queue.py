@@ -9,8 +9,8 @@ Redis) implements the same :class:`JobQueue` protocol.
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol

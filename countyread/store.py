@@ -7,6 +7,7 @@ or not at all (POSIX rename atomicity).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -58,10 +59,8 @@ def write_durable(path: Path, data: bytes | Iterable[bytes], *, fsync: bool = Tr
         if fsync:
             fsync_dir(path.parent)
     except OSError as exc:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise StorageError(f"could not write {path.name}: {exc.strerror or exc}") from exc
     return size
 
