@@ -148,5 +148,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             env = f"COUNTYREAD_{field.upper()}" if err["loc"] else field
-            lines.append(f"  {env}: {err['msg']}")
+            if err["type"] == "extra_forbidden":
+                lines.append(f"  unknown setting {field!r} (check the spelling)")
+            else:
+                lines.append(f"  {env}: {err['msg']}")
         raise ConfigurationError("invalid settings:\n" + "\n".join(lines)) from None
