@@ -13,11 +13,15 @@ from countyread.db import metadata
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="countyread db", description="Create the database schema (idempotent) and "
-        "print the number of rows per table."
+        prog="countyread db",
+        description="Create the database schema (idempotent) and "
+        "print the number of rows per table.",
     )
-    parser.add_argument("action", choices=["init", "stats"], help="init: create tables; "
-                        "stats: also print row counts")
+    parser.add_argument(
+        "action",
+        choices=["init", "stats"],
+        help="init: create tables; stats: also print row counts",
+    )
     args = parser.parse_args(list(argv))
     ctx = AppContext.create()
     print(f"database ready: {ctx.db.engine.url.render_as_string(hide_password=True)}")

@@ -126,7 +126,10 @@ class Volume:
     def with_array(self, array: npt.NDArray[Any]) -> Volume:
         """Same geometry, other voxels (e.g. a mask)."""
         return Volume(
-            array, self.affine, self.frame_of_reference_uid, self.series_uid,
+            array,
+            self.affine,
+            self.frame_of_reference_uid,
+            self.series_uid,
             self.sop_instance_uids,
         )
 

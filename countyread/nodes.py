@@ -35,15 +35,25 @@ class Node:
 
 def _row_to_node(row: Any) -> Node:
     return Node(
-        id=row["id"], name=row["name"], ae_title=row["ae_title"], host=row["host"],
-        port=row["port"], kind=NodeKind(row["kind"]), send=tuple(row["send"] or ()),
+        id=row["id"],
+        name=row["name"],
+        ae_title=row["ae_title"],
+        host=row["host"],
+        port=row["port"],
+        kind=NodeKind(row["kind"]),
+        send=tuple(row["send"] or ()),
         active=bool(row["active"]),
     )
 
 
 def add_node(
-    db: Database, *, name: str, ae_title: str, host: str | None = None,
-    port: int | None = None, kind: NodeKind = NodeKind.TOWNSHIP,
+    db: Database,
+    *,
+    name: str,
+    ae_title: str,
+    host: str | None = None,
+    port: int | None = None,
+    kind: NodeKind = NodeKind.TOWNSHIP,
     send: tuple[str, ...] | None = None,
 ) -> Node:
     ae = ae_title.strip()
@@ -60,10 +70,17 @@ def add_node(
         raise InvalidInputError(f"unknown object families {bad}; choose from {OBJECT_FAMILIES}")
     try:
         with db.begin() as conn:
-            res = conn.execute(nodes_t.insert().values(
-                name=name, ae_title=ae, host=host, port=port, kind=kind.value,
-                send=list(send), active=True,
-            ))
+            res = conn.execute(
+                nodes_t.insert().values(
+                    name=name,
+                    ae_title=ae,
+                    host=host,
+                    port=port,
+                    kind=kind.value,
+                    send=list(send),
+                    active=True,
+                )
+            )
             pk = res.inserted_primary_key
             assert pk is not None
             node_id = int(pk[0])
@@ -82,9 +99,11 @@ def get_node(db: Database, node_id: int) -> Node:
 
 def find_by_ae(db: Database, ae_title: str) -> Node | None:
     with db.begin() as conn:
-        row = conn.execute(
-            select(nodes_t).where(nodes_t.c.ae_title == ae_title.strip())
-        ).mappings().first()
+        row = (
+            conn.execute(select(nodes_t).where(nodes_t.c.ae_title == ae_title.strip()))
+            .mappings()
+            .first()
+        )
     return _row_to_node(row) if row else None
 
 

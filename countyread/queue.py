@@ -39,8 +39,13 @@ class Job:
 
 class JobQueue(Protocol):
     def enqueue(
-        self, kind: str, dedupe_key: str, *, study_uid: str | None = None,
-        series_uid: str | None = None, pipeline: str | None = None,
+        self,
+        kind: str,
+        dedupe_key: str,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        pipeline: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> int | None: ...
 
@@ -61,8 +66,13 @@ class LocalJobQueue:
         self.lease = timedelta(seconds=lease_s)
 
     def enqueue(
-        self, kind: str, dedupe_key: str, *, study_uid: str | None = None,
-        series_uid: str | None = None, pipeline: str | None = None,
+        self,
+        kind: str,
+        dedupe_key: str,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        pipeline: str | None = None,
         payload: dict[str, Any] | None = None,
     ) -> int | None:
         """Insert a job unless one with ``dedupe_key`` exists; return its id or None."""
@@ -70,17 +80,24 @@ class LocalJobQueue:
             with self.db.begin() as conn:
                 res = conn.execute(
                     jobs.insert().values(
-                        kind=kind, dedupe_key=dedupe_key, study_uid=study_uid,
-                        series_uid=series_uid, pipeline=pipeline, payload=payload or {},
-                        state=JobState.QUEUED.value, run_after=utcnow(),
+                        kind=kind,
+                        dedupe_key=dedupe_key,
+                        study_uid=study_uid,
+                        series_uid=series_uid,
+                        pipeline=pipeline,
+                        payload=payload or {},
+                        state=JobState.QUEUED.value,
+                        run_after=utcnow(),
                     )
                 )
                 pk = res.inserted_primary_key
                 job_id = int(pk[0]) if pk else None
         except IntegrityError:
             return None
-        logger.info("job queued", extra={"job_id": job_id, "kind": kind,
-                                         "series_uid": series_uid, "pipeline": pipeline})
+        logger.info(
+            "job queued",
+            extra={"job_id": job_id, "kind": kind, "series_uid": series_uid, "pipeline": pipeline},
+        )
         return job_id
 
     def claim(self, worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:
@@ -93,34 +110,55 @@ class LocalJobQueue:
         cond = and_(due, jobs.c.kind.in_(kinds)) if kinds else due
         for _ in range(5):
             with self.db.begin() as conn:
-                row = conn.execute(
-                    select(jobs).where(cond).order_by(jobs.c.id).limit(1)
-                ).mappings().first()
+                row = (
+                    conn.execute(select(jobs).where(cond).order_by(jobs.c.id).limit(1))
+                    .mappings()
+                    .first()
+                )
                 if row is None:
                     return None
                 # Optimistic claim: only one worker's UPDATE matches the old state/lease.
                 res = conn.execute(
                     update(jobs)
-                    .where(and_(jobs.c.id == row["id"], jobs.c.state == row["state"],
-                                jobs.c.attempts == row["attempts"]))
-                    .values(state=JobState.RUNNING.value, worker=worker,
-                            lease_until=now + self.lease, started_at=now,
-                            attempts=row["attempts"] + 1)
+                    .where(
+                        and_(
+                            jobs.c.id == row["id"],
+                            jobs.c.state == row["state"],
+                            jobs.c.attempts == row["attempts"],
+                        )
+                    )
+                    .values(
+                        state=JobState.RUNNING.value,
+                        worker=worker,
+                        lease_until=now + self.lease,
+                        started_at=now,
+                        attempts=row["attempts"] + 1,
+                    )
                 )
                 if res.rowcount == 1:
                     return Job(
-                        id=row["id"], kind=row["kind"], dedupe_key=row["dedupe_key"],
-                        study_uid=row["study_uid"], series_uid=row["series_uid"],
-                        pipeline=row["pipeline"], payload=dict(row["payload"] or {}),
-                        attempts=row["attempts"] + 1, max_attempts=row["max_attempts"],
+                        id=row["id"],
+                        kind=row["kind"],
+                        dedupe_key=row["dedupe_key"],
+                        study_uid=row["study_uid"],
+                        series_uid=row["series_uid"],
+                        pipeline=row["pipeline"],
+                        payload=dict(row["payload"] or {}),
+                        attempts=row["attempts"] + 1,
+                        max_attempts=row["max_attempts"],
                     )
         return None
 
     def finish(self, job_id: int, state: JobState, message: str | None = None) -> None:
         with self.db.begin() as conn:
             conn.execute(
-                update(jobs).where(jobs.c.id == job_id).values(
-                    state=state.value, message=message, finished_at=utcnow(), lease_until=None,
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    state=state.value,
+                    message=message,
+                    finished_at=utcnow(),
+                    lease_until=None,
                 )
             )
 
@@ -128,8 +166,12 @@ class LocalJobQueue:
         """Put a failed attempt back in the queue after ``delay_s``."""
         with self.db.begin() as conn:
             conn.execute(
-                update(jobs).where(jobs.c.id == job_id).values(
-                    state=JobState.QUEUED.value, message=message, lease_until=None,
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(
+                    state=JobState.QUEUED.value,
+                    message=message,
+                    lease_until=None,
                     run_after=utcnow() + timedelta(seconds=delay_s),
                 )
             )

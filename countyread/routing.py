@@ -14,8 +14,10 @@ CT_NODULE = "ct_nodule"
 CTA = "cta"
 DR_NODULE = "dr_nodule"
 
-_CTA_WORDS = re.compile(r"(?i)\b(cta|angio|carotid|willis|head\s*neck|neck|brain|head|"
-                        r"颈|头|血管)")
+_CTA_WORDS = re.compile(
+    r"(?i)\b(cta|angio|carotid|willis|head\s*neck|neck|brain|head|"
+    r"颈|头|血管)"
+)
 _CHEST_WORDS = re.compile(r"(?i)(chest|thorax|lung|pulm|胸|肺)")
 _DR_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage

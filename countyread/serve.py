@@ -43,8 +43,12 @@ def main(argv: Sequence[str]) -> int:
         "outbox, and the worklist API + web page on COUNTYREAD_API_PORT. Defaults: SQLite "
         "and file store in ./var, shipped models, CPU unless a GPU is present.",
     )
-    parser.add_argument("--workers", type=int, default=None,
-                        help="analysis worker threads (default COUNTYREAD_WORKERS)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="analysis worker threads (default COUNTYREAD_WORKERS)",
+    )
     args = parser.parse_args(list(argv))
     ctx = AppContext.create()
     settings = ctx.settings
@@ -53,17 +57,26 @@ def main(argv: Sequence[str]) -> int:
     parts = _build(ctx, threads)
     for part in parts:
         part.start()
-    logger.info("countyread serving", extra={
-        "ae_title": settings.ae_title, "dicom_port": settings.dicom_port,
-        "api_port": settings.api_port, "data_dir": str(settings.data_dir.resolve()),
-        "workers": threads,
-    })
+    logger.info(
+        "countyread serving",
+        extra={
+            "ae_title": settings.ae_title,
+            "dicom_port": settings.dicom_port,
+            "api_port": settings.api_port,
+            "data_dir": str(settings.data_dir.resolve()),
+            "workers": threads,
+        },
+    )
     try:
         import uvicorn
 
         create_app = importlib.import_module("api.main").create_app
-        uvicorn.run(create_app(ctx), host=settings.api_host, port=settings.api_port,
-                    log_level=settings.log_level.lower())
+        uvicorn.run(
+            create_app(ctx),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log_level.lower(),
+        )
     finally:
         for part in reversed(parts):
             try:

@@ -61,9 +61,7 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=0, description="analysis worker threads in serve")
     job_lease_s: float = Field(default=600.0, gt=0)
     models_dir: Path | None = Field(default=None, description="default: shipped models/")
-    providers: str = Field(
-        default="auto", description="auto, or a comma list: tensorrt,cuda,cpu"
-    )
+    providers: str = Field(default="auto", description="auto, or a comma list: tensorrt,cuda,cpu")
     enable_tensorrt: bool = False
     intra_op_threads: int = Field(default=0, ge=0, description="0: one per core")
 

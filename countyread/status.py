@@ -52,7 +52,8 @@ def refresh_study_status(conn: Connection, settings: Settings, study_uid: str) -
     elif any(a["status"] == StudyStatus.READY.value for a in latest.values()):
         status = StudyStatus.READY
         ranks = [
-            Urgency(str(a["urgency"])) for a in latest.values()
+            Urgency(str(a["urgency"]))
+            for a in latest.values()
             if a["status"] == StudyStatus.READY.value and a["urgency"]
         ]
         urgency = min(ranks, key=lambda u: u.rank) if ranks else Urgency.ROUTINE
@@ -61,13 +62,15 @@ def refresh_study_status(conn: Connection, settings: Settings, study_uid: str) -
     elif any(a["status"] == StudyStatus.NOT_ANALYZABLE.value for a in latest.values()):
         status = StudyStatus.NOT_ANALYZABLE
         values["reason"] = "; ".join(
-            str(a["reason"]) for a in latest.values()
+            str(a["reason"])
+            for a in latest.values()
             if a["status"] == StudyStatus.NOT_ANALYZABLE.value and a["reason"]
         )
     elif any(a["status"] == StudyStatus.FAILED.value for a in latest.values()):
         status = StudyStatus.FAILED
         values["reason"] = "; ".join(
-            str(a["reason"]) for a in latest.values()
+            str(a["reason"])
+            for a in latest.values()
             if a["status"] == StudyStatus.FAILED.value and a["reason"]
         )
     elif JobState.NO_PIPELINE.value in job_states:
@@ -78,9 +81,7 @@ def refresh_study_status(conn: Connection, settings: Settings, study_uid: str) -
     if status in (StudyStatus.NOT_ANALYZABLE, StudyStatus.FAILED):
         # Unanalysed studies still need a radiologist: routine deadline, listed as such.
         values["urgency"] = Urgency.ROUTINE.value
-        values["deadline_at"] = deadline_for(
-            settings, Urgency.ROUTINE, study["first_received_at"]
-        )
+        values["deadline_at"] = deadline_for(settings, Urgency.ROUTINE, study["first_received_at"])
     values["status"] = status.value
     conn.execute(update(studies).where(studies.c.study_uid == study_uid).values(**values))
     return status

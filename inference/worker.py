@@ -50,8 +50,7 @@ class AnalysisWorker:
 
     # -- loop -------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name=f"worker-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -91,8 +90,9 @@ class AnalysisWorker:
         pipeline = self.registry.get(job.pipeline)
         if pipeline is None:
             why = self.registry.why_missing(job.pipeline)
-            self._finish(job, JobState.NO_PIPELINE,
-                         f"no pipeline for this series ({job.pipeline}: {why})")
+            self._finish(
+                job, JobState.NO_PIPELINE, f"no pipeline for this series ({job.pipeline}: {why})"
+            )
             return
         t0 = time.perf_counter()
         try:
@@ -108,8 +108,7 @@ class AnalysisWorker:
             logger.exception("analysis failed", extra=extra)
             reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
             if job.attempts < job.max_attempts:
-                self.ctx.queue.retry_later(job.id, _RETRY_BASE_S * 2 ** (job.attempts - 1),
-                                           reason)
+                self.ctx.queue.retry_later(job.id, _RETRY_BASE_S * 2 ** (job.attempts - 1), reason)
                 self._refresh(study_uid)
                 return
             self._record(job, status=StudyStatus.FAILED, reason=reason)
@@ -118,8 +117,14 @@ class AnalysisWorker:
         duration_ms = (time.perf_counter() - t0) * 1000
         self._record(job, status=StudyStatus.READY, output=output)
         self._finish(job, JobState.DONE, None)
-        logger.info("analysis done", extra={**extra, "duration_ms": round(duration_ms),
-                                            "findings": len(output.result.findings)})
+        logger.info(
+            "analysis done",
+            extra={
+                **extra,
+                "duration_ms": round(duration_ms),
+                "findings": len(output.result.findings),
+            },
+        )
 
     def _finish(self, job: Job, state: JobState, message: str | None) -> None:
         self.ctx.queue.finish(job.id, state, message)
@@ -133,27 +138,45 @@ class AnalysisWorker:
     def _study_input(self, study_uid: str, trigger: str) -> StudyInput:
         root = self.ctx.store.root
         with self.ctx.db.begin() as conn:
-            rows = conn.execute(
-                select(series).where(series.c.study_uid == study_uid)
-                .order_by(series.c.series_number, series.c.series_uid)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(series)
+                    .where(series.c.study_uid == study_uid)
+                    .order_by(series.c.series_number, series.c.series_uid)
+                )
+                .mappings()
+                .all()
+            )
             out = []
             for s in rows:
                 if s["state"] != "stable" and s["series_uid"] != trigger:
                     continue
-                paths = conn.execute(
-                    select(instances.c.path).where(instances.c.series_uid == s["series_uid"])
-                    .order_by(instances.c.instance_number, instances.c.sop_instance_uid)
-                ).scalars().all()
-                out.append(SeriesInput(
-                    series_uid=s["series_uid"], modality=s["modality"],
-                    series_description=s["series_description"], body_part=s["body_part"],
-                    paths=tuple(root / p for p in paths),
-                ))
+                paths = (
+                    conn.execute(
+                        select(instances.c.path)
+                        .where(instances.c.series_uid == s["series_uid"])
+                        .order_by(instances.c.instance_number, instances.c.sop_instance_uid)
+                    )
+                    .scalars()
+                    .all()
+                )
+                out.append(
+                    SeriesInput(
+                        series_uid=s["series_uid"],
+                        modality=s["modality"],
+                        series_description=s["series_description"],
+                        body_part=s["body_part"],
+                        paths=tuple(root / p for p in paths),
+                    )
+                )
         return StudyInput(study_uid=study_uid, trigger_series_uid=trigger, series=tuple(out))
 
     def _record(
-        self, job: Job, *, status: StudyStatus, reason: str | None = None,
+        self,
+        job: Job,
+        *,
+        status: StudyStatus,
+        reason: str | None = None,
         output: PipelineOutput | None = None,
     ) -> None:
         """Persist one analysis (and its findings and artifacts) in one transaction."""
@@ -163,18 +186,25 @@ class AnalysisWorker:
             study = conn.execute(
                 select(studies.c.status).where(studies.c.study_uid == job.study_uid)
             ).scalar_one()
-            res = conn.execute(analyses.insert().values(
-                study_uid=job.study_uid,
-                series_uid=result.series_uid if result else job.series_uid,
-                pipeline=job.pipeline, job_id=job.id, status=status.value, reason=reason,
-                urgency=result.urgency.value if result else None,
-                category=result.category if result else None,
-                recommendation=result.recommendation if result else None,
-                models=[{"name": m.name, "version": m.version, "sha256": m.sha256}
-                        for m in (result.models if result else ())],
-                notes=list(result.notes) if result else [],
-                timings_ms=dict(result.timings_ms) if result else {},
-            ))
+            res = conn.execute(
+                analyses.insert().values(
+                    study_uid=job.study_uid,
+                    series_uid=result.series_uid if result else job.series_uid,
+                    pipeline=job.pipeline,
+                    job_id=job.id,
+                    status=status.value,
+                    reason=reason,
+                    urgency=result.urgency.value if result else None,
+                    category=result.category if result else None,
+                    recommendation=result.recommendation if result else None,
+                    models=[
+                        {"name": m.name, "version": m.version, "sha256": m.sha256}
+                        for m in (result.models if result else ())
+                    ],
+                    notes=list(result.notes) if result else [],
+                    timings_ms=dict(result.timings_ms) if result else {},
+                )
+            )
             pk = res.inserted_primary_key
             assert pk is not None
             analysis_id = int(pk[0])
@@ -182,34 +212,68 @@ class AnalysisWorker:
                 return
             art_dir = self.ctx.settings.results_dir / job.study_uid / f"analysis-{analysis_id}"
             _write_artifacts(art_dir, output)
-            conn.execute(update(analyses).where(analyses.c.id == analysis_id)
-                         .values(artifacts_dir=str(art_dir)))
+            conn.execute(
+                update(analyses)
+                .where(analyses.c.id == analysis_id)
+                .values(artifacts_dir=str(art_dir))
+            )
             if StudyStatus(study) in REVIEW_STATUSES:
                 # A radiologist is already reviewing: keep their findings, flag the re-run.
-                logger.warning("re-analysis during review kept aside",
-                               extra={"study_uid": job.study_uid, "analysis_id": analysis_id})
+                logger.warning(
+                    "re-analysis during review kept aside",
+                    extra={"study_uid": job.study_uid, "analysis_id": analysis_id},
+                )
                 return
             # Replace unreviewed AI findings of earlier runs of this pipeline.
-            old = select(analyses.c.id).where(and_(
-                analyses.c.study_uid == job.study_uid, analyses.c.pipeline == job.pipeline,
-                analyses.c.id != analysis_id))
-            conn.execute(delete(findings).where(and_(
-                findings.c.analysis_id.in_(old), findings.c.verdict == "pending",
-                findings.c.source == "ai")))
+            old = select(analyses.c.id).where(
+                and_(
+                    analyses.c.study_uid == job.study_uid,
+                    analyses.c.pipeline == job.pipeline,
+                    analyses.c.id != analysis_id,
+                )
+            )
+            conn.execute(
+                delete(findings).where(
+                    and_(
+                        findings.c.analysis_id.in_(old),
+                        findings.c.verdict == "pending",
+                        findings.c.source == "ai",
+                    )
+                )
+            )
             for f in result.findings:
-                conn.execute(findings.insert().values(
-                    study_uid=job.study_uid, analysis_id=analysis_id, series_uid=f.series_uid,
-                    sop_instance_uid=f.sop_instance_uid, kind=f.kind, source="ai",
-                    probability=float(f.probability),
-                    center_x=float(f.center_lps[0]), center_y=float(f.center_lps[1]),
-                    center_z=float(f.center_lps[2]),
-                    measurements=[{"name": m.name, "value": float(m.value), "unit": m.unit}
-                                  for m in f.measurements],
-                    attributes=dict(f.attributes), category=f.category,
-                    model=({"name": f.model.name, "version": f.model.version,
-                            "sha256": f.model.sha256} if f.model else None),
-                    key_image=f.key_image, verdict="pending", revision=0,
-                ))
+                conn.execute(
+                    findings.insert().values(
+                        study_uid=job.study_uid,
+                        analysis_id=analysis_id,
+                        series_uid=f.series_uid,
+                        sop_instance_uid=f.sop_instance_uid,
+                        kind=f.kind,
+                        source="ai",
+                        probability=float(f.probability),
+                        center_x=float(f.center_lps[0]),
+                        center_y=float(f.center_lps[1]),
+                        center_z=float(f.center_lps[2]),
+                        measurements=[
+                            {"name": m.name, "value": float(m.value), "unit": m.unit}
+                            for m in f.measurements
+                        ],
+                        attributes=dict(f.attributes),
+                        category=f.category,
+                        model=(
+                            {
+                                "name": f.model.name,
+                                "version": f.model.version,
+                                "sha256": f.model.sha256,
+                            }
+                            if f.model
+                            else None
+                        ),
+                        key_image=f.key_image,
+                        verdict="pending",
+                        revision=0,
+                    )
+                )
 
 
 def _write_artifacts(art_dir: Path, output: PipelineOutput) -> None:
@@ -233,10 +297,15 @@ def main(argv: Sequence[str]) -> int:
         description="Run analysis workers: claim 'analyze' jobs from the queue, run the "
         "pipeline (CT nodule, CTA, DR) and store the results for review. Stops on Ctrl-C.",
     )
-    parser.add_argument("--threads", type=int, default=None,
-                        help="worker threads (default: COUNTYREAD_WORKERS, at least 1)")
-    parser.add_argument("--once", action="store_true",
-                        help="process the jobs that are due now, then exit")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="worker threads (default: COUNTYREAD_WORKERS, at least 1)",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="process the jobs that are due now, then exit"
+    )
     args = parser.parse_args(list(argv))
     ctx = AppContext.create()
     configure_logging(ctx.settings.log_level, ctx.settings.log_dir)

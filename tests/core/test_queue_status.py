@@ -64,9 +64,15 @@ def test_status_follows_jobs_then_analyses(ctx: AppContext) -> None:
     assert job is not None
     with ctx.db.begin() as conn:
         assert refresh_study_status(conn, ctx.settings, "1.2.3") == StudyStatus.ANALYZING
-        conn.execute(analyses.insert().values(
-            study_uid="1.2.3", series_uid="1.2.3.1", pipeline="ct_nodule",
-            status="ready", urgency="urgent"))
+        conn.execute(
+            analyses.insert().values(
+                study_uid="1.2.3",
+                series_uid="1.2.3.1",
+                pipeline="ct_nodule",
+                status="ready",
+                urgency="urgent",
+            )
+        )
     ctx.queue.finish(job.id, JobState.DONE)
     with ctx.db.begin() as conn:
         assert refresh_study_status(conn, ctx.settings, "1.2.3") == StudyStatus.READY
@@ -79,9 +85,15 @@ def test_status_follows_jobs_then_analyses(ctx: AppContext) -> None:
 def test_not_analyzable_reason_is_kept_and_review_status_untouched(ctx: AppContext) -> None:
     _study(ctx)
     with ctx.db.begin() as conn:
-        conn.execute(analyses.insert().values(
-            study_uid="1.2.3", series_uid="1.2.3.1", pipeline="ct_nodule",
-            status="not_analyzable", reason="slice thickness 10 mm > 5 mm"))
+        conn.execute(
+            analyses.insert().values(
+                study_uid="1.2.3",
+                series_uid="1.2.3.1",
+                pipeline="ct_nodule",
+                status="not_analyzable",
+                reason="slice thickness 10 mm > 5 mm",
+            )
+        )
         assert refresh_study_status(conn, ctx.settings, "1.2.3") == StudyStatus.NOT_ANALYZABLE
         assert conn.execute(select(studies.c.reason)).scalar_one() == "slice thickness 10 mm > 5 mm"
         conn.execute(update(studies).values(status="signed"))

@@ -65,7 +65,9 @@ def test_production_refuses_placeholder_secret(monkeypatch: pytest.MonkeyPatch) 
     assert load_settings().environment == "production"
 
 
-def test_unknown_setting_in_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unknown_setting_in_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("dicom_prot = 104\n", encoding="utf-8")
     monkeypatch.setenv("COUNTYREAD_CONFIG", str(cfg))
