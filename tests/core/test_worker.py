@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from countyread.context import AppContext
+from countyread.db import jobs, series, studies
+from countyread.settings import load_settings
+from inference.registry import PipelineRegistry
+from inference.worker import AnalysisWorker
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path):
+    c = AppContext.create(load_settings(data_dir=tmp_path))
+    with c.db.begin() as conn:
+        conn.execute(studies.insert().values(study_uid="1.2.3", modalities="SR"))
+        conn.execute(series.insert().values(series_uid="1.2.3.1", study_uid="1.2.3",
+                                            modality="SR", state="stable"))
+    yield c
+    c.close()
+
+
+def test_series_without_pipeline_is_recorded_honestly(ctx: AppContext) -> None:
+    ctx.queue.enqueue("analyze", "analyze:1.2.3.1:none:0", study_uid="1.2.3",
+                      series_uid="1.2.3.1", pipeline=None)
+    worker = AnalysisWorker(ctx)
+    assert worker.run_once() is True
+    assert worker.run_once() is False
+    with ctx.db.begin() as conn:
+        job = conn.execute(select(jobs)).mappings().one()
+        study = conn.execute(select(studies)).mappings().one()
+    assert job["state"] == "no_pipeline"
+    assert job["message"] == "no pipeline for this series"
+    assert study["status"] == "not_analyzable"
+    assert study["reason"] == "no pipeline for this series"
+    assert study["urgency"] == "routine" and study["deadline_at"] is not None
+
+
+def test_unknown_pipeline_name_is_not_a_crash(ctx: AppContext) -> None:
+    ctx.queue.enqueue("analyze", "analyze:1.2.3.1:mammo:0", study_uid="1.2.3",
+                      series_uid="1.2.3.1", pipeline="mammo")
+    worker = AnalysisWorker(ctx, PipelineRegistry(ctx.settings))
+    assert worker.run_once()
+    with ctx.db.begin() as conn:
+        job = conn.execute(select(jobs)).mappings().one()
+    assert job["state"] == "no_pipeline"
+    assert "mammo: unknown pipeline" in job["message"]
