@@ -1,0 +1,145 @@
+"""SC key images: RGB Secondary Capture per finding, caption burned in (PS3.3 A.8.1).
+
+Township consoles often show neither SR nor SEG, so the key image is the result they can
+read: the pipeline's PNG (overlay already drawn) with a short bilingual caption in a band
+below the image, the same text in ImageComments, uncompressed 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+
+from dicom_node.results.codes import VESSEL_KINDS
+from dicom_node.results.common import (
+    MANUFACTURER,
+    ConfirmedFinding,
+    Family,
+    SignedStudy,
+    apply_patient,
+    contributing_equipment,
+    series_number,
+)
+
+logger = logging.getLogger(__name__)
+
+# Fonts with CJK glyphs, first found wins; without one the caption is English only.
+_CJK_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+)
+_MIN_WIDTH = 512  # old consoles show small matrices tiny; upscale to at least this
+_KIND_ZH = {"nodule": "结节", "stenosis": "狭窄", "occlusion": "闭塞",
+            "near_occlusion": "次全闭塞", "aneurysm": "动脉瘤"}
+_LOBE_ZH = {"RUL": "右肺上叶", "RML": "右肺中叶", "RLL": "右肺下叶",
+            "LUL": "左肺上叶", "LLL": "左肺下叶"}
+
+
+@lru_cache(maxsize=4)
+def _font(size: int) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, bool]:
+    for path in _CJK_FONTS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size), True
+    return ImageFont.load_default(), False
+
+
+def caption(finding: ConfirmedFinding) -> tuple[str, str]:
+    """(Chinese, English) one-line captions, e.g. '结节 1 右肺上叶 8.2 mm Lung-RADS 4A'."""
+    attrs = dict(finding.attributes)
+    site = attrs.get("lobe", "").upper() or attrs.get("vessel", "")
+    size = next((m for m in finding.measurements if m.name.startswith("mean_diameter")), None)
+    pct = next((m for m in finding.measurements if m.name.startswith("stenosis")), None)
+    value = (f"{size.value:.1f} mm" if size else f"{pct.value:.0f}%" if pct else "")
+    grade = ""
+    if finding.category and finding.kind == "nodule":
+        grade = f"Lung-RADS {finding.category}"
+    elif finding.kind in VESSEL_KINDS and (attrs.get("grade") or finding.category):
+        grade = attrs.get("grade") or finding.category or ""
+    zh = " ".join(p for p in (
+        f"{_KIND_ZH.get(finding.kind, finding.kind)} {finding.number}",
+        _LOBE_ZH.get(site, site), value, grade) if p)
+    en = " ".join(p for p in (
+        f"{finding.kind.replace('_', ' ').capitalize()} {finding.number}", site, value, grade)
+        if p)
+    return zh, en
+
+
+def _render(png: Path, lines: list[str]) -> npt.NDArray[np.uint8]:
+    img = Image.open(png).convert("RGB")
+    if img.width < _MIN_WIDTH:
+        scale = -(-_MIN_WIDTH // img.width)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    size = max(14, img.width // 28)
+    font, has_cjk = _font(size)
+    shown = lines if has_cjk else [ln for ln in lines if ln.isascii()]
+    band = int(size * 1.4) * len(shown) + size // 2
+    canvas = Image.new("RGB", (img.width, img.height + band), (0, 0, 0))
+    canvas.paste(img, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = img.height + size // 4
+    for line in shown:
+        draw.text((size // 2, y), line, fill=(255, 255, 0), font=font)
+        y += int(size * 1.4)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def build_key_images(signed: SignedStudy) -> list[Dataset]:
+    """One SC per confirmed finding that has a key image, numbered by finding order."""
+    out = []
+    series_uid = signed.uid(Family.SC, "series")
+    p = signed.patient
+    first = signed.sources[0].datasets[0] if signed.sources else None
+    body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
+        "CHEST" if any(f.kind == "nodule" for f in signed.findings) else "")
+    study_id = str(getattr(first, "StudyID", "") or "") or None
+    for f in signed.findings:
+        if f.key_image is None:
+            continue
+        zh, en = caption(f)
+        pixels = _render(f.key_image, [zh, en])
+        sc = hd.sc.SCImage(
+            pixel_array=pixels,
+            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+            bits_allocated=8,
+            coordinate_system=hd.CoordinateSystemNames.PATIENT,
+            study_instance_uid=signed.study_uid,
+            series_instance_uid=series_uid,
+            series_number=series_number(Family.SC, signed.revision),
+            sop_instance_uid=signed.uid(Family.SC, "instance", f.id),
+            instance_number=f.number,
+            manufacturer=MANUFACTURER,
+            patient_id=p.patient_id,
+            patient_name=p.name,
+            patient_birth_date=p.birth_date,
+            patient_sex=p.sex if p.sex in {"M", "F", "O"} else None,
+            accession_number=p.accession_number,
+            study_id=study_id,
+            study_date=p.study_date,
+            study_time=p.study_time,
+            referring_physician_name=None,
+            patient_orientation=("L", "P"),
+            contributing_equipment=contributing_equipment(signed.models),
+            series_description=f"AI key images r{signed.revision}",
+            specific_character_set="ISO_IR 192",
+        )
+        apply_patient(sc, p)
+        sc.ImageComments = f"{zh} / {en}"
+        if body_part:
+            # Tells a validator the body part is unpaired, so Laterality (2C) is absent.
+            sc.BodyPartExamined = body_part
+        else:
+            sc.Laterality = ""
+        sc.BurnedInAnnotation = "YES"  # the caption is in the pixels (PS3.3 C.7.6.1.1.11)
+        out.append(sc)
+    logger.info("key images built", extra={"study_uid": signed.study_uid, "count": len(out)})
+    return out
