@@ -1,0 +1,166 @@
+"""Study / series / instance index writes for ingest, on SQLite and PostgreSQL alike.
+
+Upserts use ``INSERT ... ON CONFLICT DO NOTHING`` (both dialects) followed by updates in
+the same transaction, so concurrent associations adding to one series never lose a
+count. The first statement of each transaction is a write: on SQLite that takes the
+write lock up front (busy_timeout waits for it) instead of failing on a read-to-write
+upgrade; on PostgreSQL the series row is locked ``FOR UPDATE`` before it is judged.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from countyread.db import Database, instances, quarantine, series, studies
+from countyread.domain import StudyStatus
+from dicom_node import status as st
+from dicom_node.header import InstanceHeader
+
+#: A late instance sends a study in these states back to "received" (issue 2);
+#: a study a radiologist already holds (in_review, signed, delivered) keeps its status.
+REOPENABLE = frozenset({
+    StudyStatus.QUEUED.value, StudyStatus.ANALYZING.value, StudyStatus.READY.value,
+    StudyStatus.NOT_ANALYZABLE.value, StudyStatus.FAILED.value,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class IndexResult:
+    inserted: bool  # False: the SOP Instance UID was indexed already (a re-send)
+    new_series: bool
+    reopened: bool  # a stable series got a late instance
+
+
+@dataclass(frozen=True, slots=True)
+class KnownInstance:
+    path: str
+    size_bytes: int
+
+
+def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert a row unless its primary key exists; True when a row was added."""
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+    return bool(conn.execute(stmt).rowcount == 1)
+
+
+class InstanceIndex:
+    """Reads and writes the rows one received instance touches."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # SQLite has one writer anyway; queueing our threads on a lock is cheaper than
+        # having them spin in busy_timeout.
+        self._write_lock = threading.Lock() if db.is_sqlite else None
+
+    def find_instance(self, sop_uid: str) -> KnownInstance | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(instances.c.path, instances.c.size_bytes)
+                .where(instances.c.sop_instance_uid == sop_uid)
+            ).first()
+        return KnownInstance(row[0], int(row[1])) if row else None
+
+    def check_series_owner(self, series_uid: str, study_uid: str) -> None:
+        """A Series Instance UID belongs to one study (PS3.3 C.7.3.1)."""
+        with self.db.engine.connect() as conn:
+            owner = conn.execute(
+                select(series.c.study_uid).where(series.c.series_uid == series_uid)
+            ).scalar()
+        if owner is not None and owner != study_uid:
+            raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
+
+    def add(
+        self, header: InstanceHeader, rel_path: str, size: int, *, source_ae: str | None,
+        node_id: int | None, now: datetime,
+    ) -> IndexResult:
+        if self._write_lock is None:
+            return self._add(header, rel_path, size, source_ae, node_id, now)
+        with self._write_lock:
+            return self._add(header, rel_path, size, source_ae, node_id, now)
+
+    def _add(
+        self, h: InstanceHeader, rel_path: str, size: int, source_ae: str | None,
+        node_id: int | None, now: datetime,
+    ) -> IndexResult:
+        s = h.study
+        with self.db.begin() as conn:
+            _insert_ignore(conn, studies, {
+                "study_uid": h.study_uid, "patient_name": s.patient_name,
+                "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
+                "patient_sex": s.patient_sex, "accession_number": s.accession_number,
+                "study_date": s.study_date, "study_time": s.study_time,
+                "study_description": s.study_description, "modalities": h.modality or "",
+                "source_ae": source_ae, "source_node_id": node_id,
+                "first_received_at": now, "last_received_at": now,
+                "status": StudyStatus.RECEIVED.value, "revision": 0,
+            })
+            new_series = _insert_ignore(conn, series, {
+                "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
+                "series_number": h.series_number, "series_description": h.series_description,
+                "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
+                "instance_count": 0, "first_received_at": now, "last_received_at": now,
+                "state": "receiving", "generation": 0,
+            })
+            srow = conn.execute(
+                select(series.c.study_uid, series.c.state)
+                .where(series.c.series_uid == h.series_uid).with_for_update()
+            ).one()
+            if srow.study_uid != h.study_uid:
+                raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
+            inserted = _insert_ignore(conn, instances, {
+                "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
+                "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
+                "transfer_syntax_uid": h.transfer_syntax_uid,
+                "instance_number": h.instance_number, "path": rel_path, "size_bytes": size,
+                "source_ae": source_ae, "received_at": now,
+            })
+            if not inserted:
+                return IndexResult(inserted=False, new_series=False, reopened=False)
+            reopened = srow.state == "stable"
+            conn.execute(
+                update(series).where(series.c.series_uid == h.series_uid).values(
+                    instance_count=series.c.instance_count + 1,
+                    last_received_at=now,
+                    # PS3.4 has no notion of "series complete"; a late instance simply
+                    # starts a new generation whose analysis supersedes the last one.
+                    generation=series.c.generation
+                    + case((series.c.state == "stable", 1), else_=0),
+                    state="receiving",
+                    stable_at=None,
+                )
+            )
+            study = conn.execute(
+                select(studies.c.modalities, studies.c.status)
+                .where(studies.c.study_uid == h.study_uid)
+            ).one()
+            values: dict[str, Any] = {"last_received_at": now}
+            mods = [m for m in (study.modalities or "").split("\\") if m]
+            if h.modality and h.modality not in mods:
+                values["modalities"] = "\\".join([*mods, h.modality])
+            if (new_series or reopened) and study.status in REOPENABLE:
+                values["status"] = StudyStatus.RECEIVED.value
+                values["reason"] = None
+            conn.execute(update(studies).where(studies.c.study_uid == h.study_uid).values(values))
+        return IndexResult(inserted=True, new_series=new_series, reopened=reopened)
+
+    def add_quarantine(
+        self, *, rel_path: str | None, reason: str, status_code: int, source_ae: str | None,
+        sop_instance_uid: str | None, now: datetime,
+    ) -> None:
+        sop = sop_instance_uid if sop_instance_uid and len(sop_instance_uid) <= 64 else None
+        with self.db.begin() as conn:
+            conn.execute(quarantine.insert().values(
+                path=rel_path, reason=reason, status_code=status_code,
+                source_ae=(source_ae or "")[:16] or None, sop_instance_uid=sop, received_at=now,
+            ))

@@ -1,0 +1,189 @@
+"""Durable ingest of one C-STORE data set: check, write, index, then answer.
+
+The promise behind a Success (DESIGN.md section 4): the bytes are on disk (temp file,
+fsync, rename, fsync of the directory) and indexed before 0x0000 goes back. The data set
+is stored exactly as the peer encoded it, behind a File Meta Information header we write
+(PS3.10 7.1); pixel data is never decoded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from countyread.context import AppContext
+from countyread.db import utcnow
+from countyread.errors import StorageError
+from countyread.store import write_durable
+from countyread.uids import derive_uid
+from dicom_node import status as st
+from dicom_node.header import InstanceHeader, read_header
+from dicom_node.index import InstanceIndex
+
+logger = logging.getLogger(__name__)
+
+#: PS3.7 D.3.3.2: our Implementation Class UID, derived so that it never changes.
+IMPLEMENTATION_CLASS_UID = derive_uid("countyread", "implementation-class")
+IMPLEMENTATION_VERSION = b"COUNTYREAD_01"
+
+
+def _element(group_elem: int, vr: bytes, value: bytes) -> bytes:
+    """Encode one explicit VR little endian element (PS3.5 7.1.2)."""
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    tag = struct.pack("<HH", group_elem >> 16, group_elem & 0xFFFF)
+    if vr == b"OB":
+        return tag + vr + b"\x00\x00" + struct.pack("<I", len(value)) + value
+    return tag + vr + struct.pack("<H", len(value)) + value
+
+
+def encode_file_meta(
+    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, source_ae: str | None
+) -> bytes:
+    """Preamble, 'DICM' and the group 0002 elements of PS3.10 Table 7.1-1."""
+    body = b"".join([
+        _element(0x00020001, b"OB", b"\x00\x01"),
+        _element(0x00020002, b"UI", sop_class_uid.encode("ascii", "replace")),
+        _element(0x00020003, b"UI", sop_instance_uid.encode("ascii", "replace")),
+        _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
+        _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+        _element(0x00020013, b"SH", IMPLEMENTATION_VERSION),
+        *([_element(0x00020016, b"AE", source_ae.encode("ascii", "replace")[:16])]
+          if source_ae else []),
+    ])
+    group_length = _element(0x00020000, b"UL", b"")[:6] + struct.pack("<HI", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + group_length + body
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """One received C-STORE: the data set bytes and what the request said about them."""
+
+    data: bytes
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str | None = None
+    node_id: int | None = None
+
+
+class Ingestor:
+    """Turns C-STORE requests into durable, indexed instances or quarantined failures."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.index = InstanceIndex(ctx.db)
+        # Striped locks: two associations sending the same SOP Instance UID at once must
+        # not both write the file ("keep the first" needs one writer per UID).
+        self._uid_locks = [threading.Lock() for _ in range(64)]
+
+    def ingest(self, req: StoreRequest) -> st.DimseOutcome:
+        """Store one instance; never raises (PS3.7 9.1.1: every request gets a status)."""
+        t0 = time.perf_counter()
+        try:
+            header = read_header(
+                req.data, req.transfer_syntax, req.sop_class_uid, req.sop_instance_uid
+            )
+            lock = self._uid_locks[hash(header.sop_instance_uid) % len(self._uid_locks)]
+            with lock:
+                outcome = self._store(req, header)
+        except st.DimseFailure as exc:
+            return self._reject(req, exc.status, exc.comment)
+        except StorageError as exc:
+            logger.error("store failed", extra={"error": str(exc)})
+            return self._reject(req, st.OUT_OF_RESOURCES, "storage unavailable", keep=False)
+        except Exception:
+            # An unforeseen bug must cost one instance a failure status, not the association.
+            logger.exception("ingest failed", extra={"sop_instance_uid": _safe(req)})
+            return self._reject(req, st.PROCESSING_FAILURE, "internal error while storing")
+        logger.debug("stored", extra={"sop_instance_uid": header.sop_instance_uid,
+                                      "duration_ms": round((time.perf_counter() - t0) * 1e3, 2)})
+        return outcome
+
+    def _store(self, req: StoreRequest, h: InstanceHeader) -> st.DimseOutcome:
+        meta = encode_file_meta(h.sop_class_uid, h.sop_instance_uid, h.transfer_syntax_uid,
+                                req.calling_ae)
+        known = self.index.find_instance(h.sop_instance_uid)
+        if known is not None:
+            self._compare_duplicate(known.path, req.data, h)
+            return st.DimseOutcome(st.SUCCESS)
+        self.index.check_series_owner(h.series_uid, h.study_uid)
+        store = self.ctx.store
+        path = store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
+        size = store.write(path, [meta, req.data])
+        try:
+            result = self.index.add(h, store.relative(path), size, source_ae=req.calling_ae,
+                                    node_id=req.node_id, now=utcnow())
+        except Exception as exc:
+            # Not indexed means not received: do not leave an orphan file behind.
+            path.unlink(missing_ok=True)
+            if isinstance(exc, st.DimseFailure):
+                raise
+            raise StorageError(f"index write failed: {type(exc).__name__}") from exc
+        if result.new_series:
+            logger.info("series receiving", extra={"study_uid": h.study_uid,
+                                                    "series_uid": h.series_uid,
+                                                    "modality": h.modality,
+                                                    "source_ae": req.calling_ae})
+        if result.reopened:
+            logger.info("late instance re-opened series", extra={"series_uid": h.series_uid})
+        return st.DimseOutcome(st.SUCCESS)
+
+    def _compare_duplicate(self, rel_path: str, data: bytes,
+                           h: InstanceHeader) -> None:
+        """PS3.4 B.2.2: a re-sent instance is answered Success; the first copy is kept."""
+        try:
+            on_disk = self.ctx.store.absolute(rel_path).read_bytes()
+        except OSError:
+            on_disk = b""
+        same = _dataset_part(on_disk) == data
+        if same:
+            logger.debug("duplicate instance", extra={"sop_instance_uid": h.sop_instance_uid})
+        else:
+            logger.warning("re-sent instance differs from the stored one; kept the first",
+                           extra={"sop_instance_uid": h.sop_instance_uid,
+                                  "sha256_new": hashlib.sha256(data).hexdigest()[:16]})
+
+    def _reject(self, req: StoreRequest, status: int, comment: str, *,
+                keep: bool = True) -> st.DimseOutcome:
+        rel: str | None = None
+        qdir = self.ctx.settings.quarantine_dir
+        if keep and req.data:
+            name = f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.dcm"
+            try:
+                meta = encode_file_meta(req.sop_class_uid, req.sop_instance_uid,
+                                        req.transfer_syntax, req.calling_ae)
+                write_durable(qdir / name, [meta, req.data])
+                rel = name
+            except Exception:
+                logger.exception("could not keep quarantined bytes")
+        try:
+            self.index.add_quarantine(rel_path=rel, reason=comment, status_code=status,
+                                      source_ae=req.calling_ae,
+                                      sop_instance_uid=req.sop_instance_uid, now=utcnow())
+        except Exception:
+            logger.exception("could not record quarantine row")
+        logger.warning("C-STORE refused", extra={"status": f"0x{status:04X}", "reason": comment,
+                                                  "source_ae": req.calling_ae,
+                                                  "sop_instance_uid": _safe(req),
+                                                  "quarantine": rel})
+        return st.DimseOutcome(status, comment)
+
+
+def _dataset_part(file_bytes: bytes) -> bytes:
+    """The data set after a PS3.10 header: skip preamble, prefix and group 0002."""
+    if len(file_bytes) < 144 or file_bytes[128:132] != b"DICM":
+        return b""
+    (group_length,) = struct.unpack_from("<I", file_bytes, 140)
+    return file_bytes[144 + group_length:]
+
+
+def _safe(req: StoreRequest) -> str:
+    """A request UID fit for a log line (it is untrusted input)."""
+    uid = req.sop_instance_uid or ""
+    return uid[:64] if all(c.isdigit() or c == "." for c in uid) else "<invalid>"

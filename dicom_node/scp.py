@@ -1,0 +1,196 @@
+"""The DICOM node: C-ECHO, C-STORE and MPPS SCP on pynetdicom.
+
+Association acceptance (PS3.8 7.1.1): a calling AE title that is not a known, active
+node is refused with A-ASSOCIATE-RJ (rejected-permanent, service-user, "calling AE title
+not recognised") unless ``accept_any_ae`` is set. Presentation contexts cover the
+storage SOP classes and transfer syntaxes of :mod:`dicom_node.sop`; anything else is
+refused at negotiation, so the scanner knows before it sends a byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import weakref
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from countyread.context import AppContext
+from countyread.errors import ConfigurationError
+from countyread.nodes import find_by_ae
+from dicom_node import status as st
+from dicom_node.ingest import Ingestor, StoreRequest
+from dicom_node.mpps import MppsScp
+from dicom_node.sop import (
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    MPPS_SOP_CLASS,
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+    VERIFICATION_SOP_CLASS,
+)
+
+logger = logging.getLogger(__name__)
+
+# A-ASSOCIATE-RJ parameters, PS3.8 9.3.4: result, source, reason/diag.
+_REJECTED_PERMANENT = 0x01
+_SERVICE_USER = 0x01
+_CALLING_AE_NOT_RECOGNISED = 0x03
+
+
+def _outcome_ds(outcome: st.DimseOutcome) -> Dataset | int:
+    if outcome.comment is None:
+        return outcome.status
+    ds = Dataset()
+    ds.Status = outcome.status
+    ds.ErrorComment = outcome.comment
+    return ds
+
+
+class DicomNode:
+    """One listening AE; ``start()`` returns at once, ``stop()`` closes it."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.ingestor = Ingestor(ctx)
+        self.mpps = MppsScp(ctx)
+        self._server: ThreadedAssociationServer | None = None
+        self._ae: AE | None = None
+        # node id per association, resolved once at acceptance
+        self._nodes: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the node is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def ae_title(self) -> str:
+        return self.ctx.settings.ae_title
+
+    def _make_ae(self) -> AE:
+        s = self.ctx.settings
+        ae = AE(ae_title=s.ae_title)
+        # PS3.8 D.1: 0 announces "no maximum"; peers then send large PDUs, fewer syscalls.
+        ae.maximum_pdu_size = 0
+        ae.maximum_associations = s.max_associations
+        ae.dimse_timeout = s.dimse_timeout_s
+        ae.network_timeout = max(s.dimse_timeout_s, 60.0)
+        for sop in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(sop, list(TRANSFER_SYNTAXES))
+        ae.add_supported_context(
+            VERIFICATION_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE]
+        )
+        ae.add_supported_context(MPPS_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE])
+        return ae
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.ctx.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return None
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(certfile=str(s.tls_cert), keyfile=str(s.tls_key))
+            if s.tls_ca is not None:
+                # PS3.15 B.1: with a CA configured, peers authenticate with certificates.
+                ctx.load_verify_locations(cafile=str(s.tls_ca))
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"TLS certificate or key unusable: {exc}") from exc
+        return ctx
+
+    def start(self) -> None:
+        """Bind and serve in background threads."""
+        s = self.ctx.settings
+        ae = self._make_ae()
+        handlers = [
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_N_CREATE, self.mpps.on_create),
+            (evt.EVT_N_SET, self.mpps.on_set),
+        ]
+        try:
+            server = ae.start_server(
+                (s.dicom_host, s.dicom_port), block=False, evt_handlers=handlers,
+                ssl_context=self._ssl_context(),
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {s.dicom_host}:{s.dicom_port}: {exc.strerror or exc}"
+            ) from exc
+        assert server is not None
+        self._ae, self._server = ae, server
+        logger.info("DICOM node listening", extra={"ae_title": s.ae_title, "port": self.port,
+                                                    "tls": s.tls_cert is not None})
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._ae is not None:
+            self._ae.shutdown()
+            self._ae = None
+
+    # -- event handlers: none of them may raise (an exception would drop the association)
+
+    def _on_conn_open(self, event: Any) -> None:
+        try:
+            sock = event.assoc.dul.socket.socket
+            # Without it Nagle + delayed ACK stall every small C-STORE-RSP (DESIGN.md 6).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            logger.debug("could not set TCP_NODELAY")
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+        try:
+            node = find_by_ae(self.ctx.db, calling) if calling else None
+        except Exception:
+            logger.exception("node lookup failed")
+            node = None
+        known = node is not None and node.active
+        with self._lock:
+            self._nodes[assoc] = node.id if node is not None and node.active else None
+        if known or self.ctx.settings.accept_any_ae:
+            return
+        logger.warning("association rejected: calling AE title not recognised",
+                       extra={"calling_ae": calling[:16], "peer": assoc.requestor.address})
+        assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNISED)
+        # As pynetdicom's own rejection path does: wait until the DUL has sent the
+        # A-ASSOCIATE-RJ and the peer closed, else the socket is shut before it leaves.
+        evt.trigger(assoc, evt.EVT_REJECTED, {})
+        assoc.kill()
+
+    def _on_echo(self, event: Any) -> int:
+        return st.SUCCESS
+
+    def _on_store(self, event: Any) -> Dataset | int:
+        try:
+            req = event.request
+            cx = event.context
+            with self._lock:
+                node_id = self._nodes.get(event.assoc)
+            calling = str(event.assoc.requestor.ae_title or "").strip()
+            outcome = self.ingestor.ingest(StoreRequest(
+                data=req.DataSet.getvalue() if req.DataSet is not None else b"",
+                transfer_syntax=str(cx.transfer_syntax),
+                sop_class_uid=str(req.AffectedSOPClassUID or ""),
+                sop_instance_uid=str(req.AffectedSOPInstanceUID or ""),
+                calling_ae=calling or None,
+                node_id=node_id,
+            ))
+        except Exception:
+            logger.exception("C-STORE handler failed")
+            outcome = st.DimseOutcome(st.PROCESSING_FAILURE, "internal error")
+        return _outcome_ds(outcome)
