@@ -1,0 +1,3 @@
+"""Evaluation metrics: LUNA16 FROC/CPM for CT nodules."""
+
+__all__ = ["froc"]
