@@ -95,7 +95,7 @@ def _render(png: Path, lines: list[str]) -> npt.NDArray[np.uint8]:
 
 def build_key_images(signed: SignedStudy) -> list[Dataset]:
     """One SC per confirmed finding that has a key image, numbered by finding order."""
-    out = []
+    out: list[Dataset] = []
     series_uid = signed.uid(Family.SC, "series")
     p = signed.patient
     first = signed.sources[0].datasets[0] if signed.sources else None

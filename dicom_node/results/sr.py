@@ -11,6 +11,7 @@ Equipment (IHE AI Results).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -88,9 +89,9 @@ def _measurements(finding: ConfirmedFinding) -> list[hd.sr.Measurement]:
 
 
 def _square_around(center: tuple[float, float, float], finding: ConfirmedFinding) -> np.ndarray:
-    long_axis = finding.measurements and max(
+    long_axis = max(
         (m.value for m in finding.measurements if m.name.startswith("long_axis")), default=0.0)
-    half = max(float(long_axis or 0.0) / 2.0, _DEFAULT_HALF_MM)
+    half = max(float(long_axis) / 2.0, _DEFAULT_HALF_MM)
     x, y, z = center
     return np.array([[x - half, y - half, z], [x + half, y - half, z],
                      [x + half, y + half, z], [x - half, y + half, z],
@@ -103,7 +104,7 @@ def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
         uid=tracking_uid(signed.study_uid, finding),
         identifier=f"{finding.kind}-{finding.number}"[:64])
     attrs = dict(finding.attributes)
-    common = {
+    common: dict[str, Any] = {
         "tracking_identifier": tracking,
         "finding_type": finding_type(finding.kind),
         "algorithm_id": _algorithm(finding),

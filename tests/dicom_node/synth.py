@@ -137,7 +137,9 @@ def compress_with_pydicom(src: Path, dst: Path, transfer_syntax: str) -> Path:
     ds = dcmread(src)
     ds.SOPInstanceUID = uid(ds.SOPInstanceUID, transfer_syntax)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.compress(transfer_syntax)
+    # JPEG 2000 (lossy) needs a target; JPEG-LS near-lossless defaults to error 2.
+    kwargs = {"j2k_cr": [20]} if transfer_syntax == "1.2.840.10008.1.2.4.91" else {}
+    ds.compress(transfer_syntax, **kwargs)
     ds.save_as(dst, enforce_file_format=True)
     return dst
 
