@@ -1,0 +1,223 @@
+"""A real Orthanc PACS for tests, in its own network namespace.
+
+Orthanc cannot bind to loopback only (DESIGN.md section 6), so each instance runs in a
+private namespace ``crt-<random>`` reached from the host over a veth pair on a random
+169.254.x.y/30 link that only this test uses. Nothing outside the machine can reach it.
+
+Use the ``orthanc`` fixture (function scope) or :func:`orthanc_peer` directly::
+
+    def test_x(orthanc):
+        orthanc.address, orthanc.dicom_port, orthanc.ae_title
+        orthanc.sop_instance_uids()     # what arrived
+        orthanc.stop(); orthanc.start()  # simulate an outage
+
+Missing Orthanc or ``ip netns`` permission: the fixture skips with the reason (fails
+under ``CI=true``; see ``tests.conftest.require``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+
+ORTHANC = shutil.which("Orthanc")
+IP = shutil.which("ip")
+
+
+# Orthanc calls OnStoredInstance for every instance it stores, duplicates included (with
+# OverwriteInstances), so this log counts receptions, not distinct instances.
+_COUNT_LUA = """
+function OnStoredInstance(instanceId, tags, metadata, origin)
+  local f = io.open("@LOG@", "a")
+  f:write(tags["SOPInstanceUID"] .. "\\n")
+  f:close()
+end
+"""
+
+
+def _ip(*args: str) -> None:
+    assert IP is not None
+    subprocess.run([IP, *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class OrthancPeer:
+    """One Orthanc process in namespace ``netns``, reachable at ``address``."""
+
+    workdir: Path
+    netns: str
+    host_if: str
+    address: str
+    host_address: str
+    ae_title: str = "ORTHANC"
+    dicom_port: int = 4242
+    http_port: int = 8042
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.http_port}"
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "Name": f"countyread-test-{self.netns}",
+            "StorageDirectory": str(self.workdir / "storage"),
+            "IndexDirectory": str(self.workdir / "index"),
+            "DicomAet": self.ae_title,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": True,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": True,
+            "UnknownSopClassAccepted": True,
+            # A re-sent instance is stored again and logged as a new change, so a test
+            # counting NewInstance changes sees every duplicate our outbox would send.
+            "OverwriteInstances": True,
+            "StorageCompression": False,
+            "SaveJobs": False,
+            "Plugins": [],
+            "StableAge": 3600,
+            "LuaScripts": [str(self.workdir / "count.lua")],
+        }
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if self.proc is not None:
+            return
+        assert ORTHANC is not None and IP is not None
+        conf = self.workdir / "orthanc.json"
+        conf.write_text(json.dumps(self.config()), encoding="utf-8")
+        (self.workdir / "count.lua").write_text(_COUNT_LUA.replace(
+            "@LOG@", str(self.workdir / "stored.log")), encoding="utf-8")
+        log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [IP, "netns", "exec", self.netns, ORTHANC, str(conf)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.workdir / "orthanc.log").read_text(errors="replace")[-2000:]
+                self.proc = None
+                raise RuntimeError(f"Orthanc exited at start-up:\n{tail}")
+            with contextlib.suppress(OSError):
+                self.get("/system")
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("Orthanc did not answer on HTTP within the timeout")
+
+    def stop(self) -> None:
+        """Stop by PID (ip netns exec execs Orthanc, so the PID is Orthanc's)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+
+    def instance_ids(self) -> list[str]:
+        return list(self.get("/instances"))
+
+    def sop_instance_uids(self) -> list[str]:
+        found = []
+        for iid in self.instance_ids():
+            tags = self.get(f"/instances/{iid}")["MainDicomTags"]
+            found.append(str(tags["SOPInstanceUID"]))
+        return found
+
+    def receptions(self) -> Counter[str]:
+        """How many times each SOP Instance UID was stored, duplicates included."""
+        log = self.workdir / "stored.log"
+        if not log.exists():
+            return Counter()
+        return Counter(line for line in log.read_text().splitlines() if line)
+
+
+def _create_namespace() -> tuple[str, str, str, str]:
+    tag = secrets.token_hex(3)
+    netns, host_if, ns_if = f"crt-{tag}", f"crh{tag}", f"crn{tag}"
+    a = secrets.choice([n for n in range(1, 254) if n != 169])
+    b = secrets.randbelow(63) * 4
+    host_addr, ns_addr = f"169.254.{a}.{b + 1}", f"169.254.{a}.{b + 2}"
+    _ip("netns", "add", netns)
+    try:
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", netns)
+        _ip("addr", "add", f"{host_addr}/30", "dev", host_if)
+        _ip("link", "set", host_if, "up")
+        _ip("-n", netns, "addr", "add", f"{ns_addr}/30", "dev", ns_if)
+        _ip("-n", netns, "link", "set", ns_if, "up")
+    except subprocess.CalledProcessError:
+        _delete_namespace(netns, host_if)
+        raise
+    return netns, host_if, host_addr, ns_addr
+
+
+def _delete_namespace(netns: str, host_if: str) -> None:
+    assert IP is not None
+    # Deleting one end of a veth pair removes both; deleting the namespace frees the rest.
+    subprocess.run([IP, "link", "del", host_if], capture_output=True)
+    subprocess.run([IP, "netns", "del", netns], capture_output=True)
+
+
+@contextlib.contextmanager
+def orthanc_peer(workdir: Path, *, start: bool = True) -> Iterator[OrthancPeer]:
+    """Create the namespace and (optionally) start Orthanc; tear both down after."""
+    netns, host_if, host_addr, ns_addr = _create_namespace()
+    peer = OrthancPeer(workdir=workdir, netns=netns, host_if=host_if, address=ns_addr,
+                       host_address=host_addr)
+    try:
+        if start:
+            peer.start()
+        yield peer
+    finally:
+        peer.stop()
+        _delete_namespace(netns, host_if)
+
+
+def _namespaces_usable() -> tuple[bool, str]:
+    if ORTHANC is None:
+        return False, "Orthanc is not installed (apt-get install orthanc)"
+    if IP is None:
+        return False, "iproute2 'ip' is not installed"
+    probe = f"crt-probe-{secrets.token_hex(3)}"
+    res = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
+    if res.returncode != 0:
+        return False, f"'ip netns add' is not permitted here: {res.stderr.strip()}"
+    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    return True, ""
+
+
+@pytest.fixture()
+def orthanc(tmp_path: Path) -> Iterator[OrthancPeer]:
+    """A started Orthanc in a private namespace; stopped and removed afterwards."""
+    ok, reason = _namespaces_usable()
+    require(ok, reason)
+    workdir = tmp_path / "orthanc"
+    workdir.mkdir()
+    with orthanc_peer(workdir) as peer:
+        yield peer
