@@ -114,10 +114,12 @@ def sign_study(ctx: CtxDep, user: RadiologistUser, study_uid: StudyUID,
     except ModuleNotFoundError as exc:
         error = f"results outbox not installed ({exc.name}); nothing was scheduled"
         logger.error("sign without outbox", extra={"study_uid": study_uid})
-    except CountyReadError as exc:
-        error = str(exc)
-        logger.error("scheduling delivery failed",
-                     extra={"study_uid": study_uid, "error": error})
+    except Exception as exc:
+        # The signature is committed and stands; the failure is reported in the answer
+        # and the log, and signing again after an amendment schedules the new revision.
+        error = (str(exc) if isinstance(exc, CountyReadError)
+                 else f"building results failed: {type(exc).__name__}: {exc}")[:500]
+        logger.exception("scheduling delivery failed", extra={"study_uid": study_uid})
     if delivery_ids:
         with ctx.db.begin() as conn:
             audit.record(conn, username=user.username, action="export", client=client,
