@@ -135,7 +135,24 @@ def parse(data: bytes, transfer_syntax: str) -> Dataset:
         raise st.DimseFailure(st.UNREADABLE_DATASET, "data set could not be parsed") from None
     if len(ds) == 0:
         raise st.DimseFailure(st.UNREADABLE_DATASET, "data set has no elements")
+    _check_structure(ds)
     return ds
+
+
+def _check_structure(ds: Dataset) -> None:
+    """Catch what pydicom reads leniently: short last value, tags out of order.
+
+    PS3.5 7.1 requires ascending tags; random bytes break that at once. A stream that
+    ends early leaves its last value shorter than its declared length.
+    """
+    tags = list(ds._dict.keys())
+    if any(b <= a for a, b in zip(tags, tags[1:], strict=False)):
+        raise st.DimseFailure(st.UNREADABLE_DATASET, "data elements out of order")
+    last = ds._dict[tags[-1]]
+    length = getattr(last, "length", None)
+    value = getattr(last, "value", None)
+    if isinstance(value, bytes) and length not in (None, _UNDEFINED) and len(value) != length:
+        raise st.DimseFailure(st.UNREADABLE_DATASET, "data set truncated")
 
 
 def _uid(ds: Dataset, tag: int, what: str) -> str:

@@ -94,7 +94,8 @@ class Ingestor:
                 outcome = self._store(req, header)
         except st.DimseFailure as exc:
             return self._reject(req, exc.status, exc.comment)
-        except StorageError as exc:
+        except (StorageError, OSError) as exc:
+            # Disk full, read-only, a directory blocked: PS3.4 B.2.3 "out of resources".
             logger.error("store failed", extra={"error": str(exc)})
             return self._reject(req, st.OUT_OF_RESOURCES, "storage unavailable", keep=False)
         except Exception:
