@@ -142,3 +142,71 @@ def ready_ct_study(ctx: AppContext, *, node_id: int | None = None,
 
 def artifacts_dir(ctx: AppContext, study_uid: str) -> Path:
     return ctx.settings.results_dir / study_uid
+
+
+def stored_ct_study(ctx: AppContext, *, node_id: int | None = None,
+                    n_slices: int = 8, size: int = 64) -> tuple[str, list[int]]:
+    """A small real CT series in the file store (instances indexed) with two AI nodules.
+
+    Needed where the results export reads the source headers (SR/SEG/SC references).
+    """
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    from countyread.db import instances
+
+    study_uid = add_study(ctx, urgency="urgent", node_id=node_id,
+                          received=utcnow() - timedelta(minutes=3))
+    series_uid, for_uid = uid(), uid()
+    sops: list[str] = []
+    with ctx.db.begin() as conn:
+        conn.execute(series.insert().values(
+            series_uid=series_uid, study_uid=study_uid, modality="CT", series_number=3,
+            frame_of_reference_uid=for_uid, instance_count=n_slices, state="stable"))
+        for k in range(n_slices):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = CTImageStorage
+            meta.MediaStorageSOPInstanceUID = sop = uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SpecificCharacterSet = "GB18030"
+            ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+            ds.FrameOfReferenceUID = for_uid
+            ds.PatientName, ds.PatientID = "张^三", "P001"
+            ds.PatientBirthDate, ds.PatientSex = "19610203", "M"
+            ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20261123", "0800", "", "1"
+            ds.ReferringPhysicianName = ""
+            ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "T", 3, k + 1
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.PositionReferenceIndicator, ds.KVP, ds.AcquisitionNumber = "", 120, 1
+            ds.PatientPosition = "HFS"
+            ds.ImagePositionPatient = [-100.0, -100.0, -2.5 * k]
+            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            ds.SliceThickness, ds.PixelSpacing = 2.5, [200.0 / size, 200.0 / size]
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.Rows = ds.Columns = size
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+            ds.PixelData = np.full((size, size), 24, np.int16).tobytes()
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            path = ctx.store.instance_path(study_uid, series_uid, sop)
+            nbytes = ctx.store.write(path, buf.getvalue())
+            conn.execute(instances.insert().values(
+                sop_instance_uid=sop, series_uid=series_uid, study_uid=study_uid,
+                sop_class_uid=CTImageStorage, transfer_syntax_uid=ExplicitVRLittleEndian,
+                instance_number=k + 1, path=ctx.store.relative(path), size_bytes=nbytes))
+            sops.append(sop)
+    a = add_analysis(ctx, study_uid, series_uid, images=("nodule_1", "nodule_2"))
+    ids = []
+    for i, key in enumerate(("nodule_1", "nodule_2")):
+        fid = add_finding(ctx, study_uid, series_uid, a, key_image=key)
+        with ctx.db.begin() as conn:
+            conn.execute(findings.update().where(findings.c.id == fid).values(
+                sop_instance_uid=sops[2 + 3 * i], center_z=-2.5 * (2 + 3 * i)))
+        ids.append(fid)
+    return study_uid, ids
