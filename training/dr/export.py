@@ -1,0 +1,197 @@
+"""Export a trained DR nodule model to ONNX (+ fp16), check parity, evaluate, write the card.
+
+    nice -n 10 python -m training.dr.export --config training/dr/config.toml \
+        --checkpoint var/training/dr_nodule/model.pt [--models-dir models]
+
+Writes ``<models-dir>/dr_nodule/<version>/{model.onnx, model.fp16.onnx, card.json,
+CARD.md}``. Parity: onnxruntime vs torch on random and phantom inputs (max abs error);
+the fp16 file is shipped only when its error on phantoms stays below ``FP16_TOLERANCE``.
+Metrics come from the held-out seeds of the config, run through the service's own
+preparation and decoding; the operating threshold is the highest score threshold whose
+false positives on held-out images stay <= ``OPERATING_FP_RATE`` per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.transformers import float16
+from tqdm import tqdm
+
+from inference.dr.detect import INPUT_SIZE
+from models.card import InputSpec, ModelCard, TrainingData
+from training.dr.data import Sample, synth_sample
+from training.dr.heldout import HeldOutReport, evaluate
+from training.dr.net import DRNoduleNet
+from training.dr.train import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+FP16_TOLERANCE = 0.02
+OPERATING_FP_RATE = 0.125
+MIN_OPERATING = 0.3
+
+
+def load_net(checkpoint: Path) -> DRNoduleNet:
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
+    net = DRNoduleNet(int(state.get("width", 16)))
+    net.load_state_dict(state["model"])
+    return net.eval()
+
+
+def export_onnx(net: DRNoduleNet, path: Path) -> None:
+    dummy = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
+    torch.onnx.export(
+        net,
+        (dummy,),
+        str(path),
+        input_names=["image"],
+        output_names=["heatmap", "diameter"],
+        dynamic_axes={"image": {0: "batch"}, "heatmap": {0: "batch"}, "diameter": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+def export_fp16(src: Path, dst: Path) -> None:
+    model = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=False)
+    onnx.save(model, str(dst))
+
+
+def ort_runner(path: Path):  # type: ignore[no-untyped-def]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, d = sess.run(["heatmap", "diameter"], {"image": x.astype(dtype)})
+        return np.asarray(h, np.float32), np.asarray(d, np.float32)
+
+    return run
+
+
+def parity(net: DRNoduleNet, path: Path, inputs: list[np.ndarray]) -> float:
+    run = ort_runner(path)
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            th, td = net(torch.from_numpy(x))
+            oh, od = run(x)
+            worst = max(worst, float(np.abs(th.numpy() - oh).max()))
+            # diameters in pixels: compare relative to size so both outputs weigh alike
+            worst = max(worst, float((np.abs(td.numpy() - od) / np.maximum(td.numpy(), 1)).max()))
+    return worst
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def operating_threshold(report: HeldOutReport) -> float:
+    """Highest threshold with <= OPERATING_FP_RATE false positives per held-out image."""
+    thr = report.all_sizes.threshold[OPERATING_FP_RATE]
+    if not np.isfinite(thr):
+        thr = 0.5
+    return round(max(MIN_OPERATING, float(thr)), 3)
+
+
+def held_out_samples(cfg: TrainConfig) -> list[Sample]:
+    seeds = range(*cfg.held_out_seeds)
+    return [synth_sample(s) for s in tqdm(seeds, desc="held-out", unit="img")]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("training/dr/config.toml"))
+    parser.add_argument("--checkpoint", type=Path, default=Path("var/training/dr_nodule/model.pt"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(2)
+    cfg = TrainConfig.load(args.config)
+    out = args.models_dir / cfg.name / cfg.version
+    out.mkdir(parents=True, exist_ok=True)
+    net = load_net(args.checkpoint)
+    fp32 = out / "model.onnx"
+    export_onnx(net, fp32)
+    samples = held_out_samples(cfg)
+    rng = np.random.default_rng(0)
+    probes = [rng.random((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32) for _ in range(2)]
+    probes += [s.image[None, None] for s in samples[:4]]
+    parity_error = parity(net, fp32, probes)
+    fp16 = out / "model.fp16.onnx"
+    export_fp16(fp32, fp16)
+    fp16_error = parity(net, fp16, [s.image[None, None] for s in samples[:4]])
+    files = {"model.onnx": sha256(fp32)}
+    if fp16_error <= FP16_TOLERANCE:
+        files["model.fp16.onnx"] = sha256(fp16)
+    else:
+        fp16.unlink()
+        logger.warning("fp16 variant dropped", extra={"error": fp16_error})
+    report = evaluate(ort_runner(fp32), samples)
+    operating = operating_threshold(report)
+    metrics = {k: round(v, 4) for k, v in report.metrics(operating).items()}
+    card = ModelCard(
+        name=cfg.name,
+        version=cfg.version,
+        task="chest radiograph (DX/CR, PA/AP) nodule detection: centre heatmap + diameter",
+        inputs=[
+            InputSpec(
+                name="image",
+                shape=["batch", 1, INPUT_SIZE, INPUT_SIZE],
+                spacing_mm=[],
+                intensity=(
+                    "display values (Modality LUT, VOI LUT/window, MONOCHROME1 inverted, "
+                    "collimation cropped), 0.5-99.5 percentile scaled to [0, 1], long side "
+                    f"resized to {INPUT_SIZE} px, centred, zero padded (inference.dr.image, "
+                    "inference.dr.detect.letterbox); pixel size not fixed"
+                ),
+            )
+        ],
+        outputs=[
+            "heatmap (batch, 1, 64, 64): nodule-centre probability, stride 4",
+            "diameter (batch, 1, 64, 64): nodule diameter in input pixels",
+        ],
+        classes=["nodule"],
+        training_data=TrainingData(
+            source="phantom (training/dr/synth.py analytic chest radiographs)",
+            seeds=list(range(*cfg.train_seeds)),
+            held_out_seeds=list(range(*cfg.held_out_seeds)),
+            config="training/dr/config.toml",
+            notes=(
+                f"{cfg.steps} steps, batch {cfg.batch_size}; metrics as NODE21 counts "
+                "(hit at IoU > 0.2, sensitivity at FP/image), ge10mm_* for nodules >= 10 mm"
+            ),
+        ),
+        metrics=metrics,
+        sha256=files,
+        reproduce=(
+            "nice -n 10 python -m training.dr.train --config training/dr/config.toml "
+            "--out var/training/dr_nodule && nice -n 10 python -m training.dr.export "
+            "--config training/dr/config.toml --checkpoint var/training/dr_nodule/model.pt"
+        ),
+        opset=OPSET,
+        parity_max_abs_error=parity_error,
+        fp16_max_abs_error=fp16_error,
+        operating_threshold=operating,
+    )
+    (out / "card.json").write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (out / "CARD.md").write_text(card.markdown(), encoding="utf-8")
+    logger.info("exported", extra={"dir": str(out), "metrics": json.dumps(metrics)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

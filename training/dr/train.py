@@ -1,0 +1,165 @@
+"""Train the DR nodule model on phantom radiographs (CPU-friendly, resumable).
+
+    nice -n 10 python -m training.dr.train --config training/dr/config.toml \
+        --out var/training/dr_nodule [--resume] [--max-minutes 25]
+
+Checkpoints (``last.pt``: weights, optimiser, step) go to ``--out`` every
+``checkpoint_every`` steps and at the end; ``--resume`` continues from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.dr.data import Sample, augment, synth_sample, targets
+from training.dr.net import DRNoduleNet
+from training.dr.synth import SynthConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    name: str
+    version: str
+    train_seeds: tuple[int, int]
+    held_out_seeds: tuple[int, int]
+    matrix: tuple[int, int]
+    batch_size: int
+    steps: int
+    lr: float
+    weight_decay: float
+    size_loss_weight: float
+    width: int
+    seed: int
+    checkpoint_every: int
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        for key in ("train_seeds", "held_out_seeds", "matrix"):
+            raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+    def synth(self) -> SynthConfig:
+        return SynthConfig(matrix=self.matrix)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), per positive."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1.0).float()
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p**2 * (1 - target) ** 4 * (1 - pos)
+    return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
+
+
+def build_pool(cfg: TrainConfig) -> list[Sample]:
+    seeds = range(*cfg.train_seeds)
+    return [synth_sample(s, cfg.synth()) for s in tqdm(seeds, desc="phantoms", unit="img")]
+
+
+def batch(
+    pool: list[Sample], idx: np.ndarray, rng: np.random.Generator
+) -> tuple[torch.Tensor, ...]:
+    xs, hs, ds, ws = [], [], [], []
+    for i in idx:
+        s = pool[int(i)]
+        h, d, w = targets(s)
+        xs.append(augment(s.image, rng))
+        hs.append(h)
+        ds.append(d)
+        ws.append(w)
+    return tuple(torch.from_numpy(np.stack(a)[:, None]) for a in (xs, hs, ds, ws))
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = DRNoduleNet(cfg.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1
+    )
+    step = 0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        state = torch.load(last, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        rng = np.random.default_rng([cfg.seed, step])
+        logger.info("resumed", extra={"step": step})
+    pool = build_pool(cfg)
+    t0 = time.monotonic()
+    net.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
+    while step < cfg.steps:
+        x, h, d, w = batch(pool, rng.integers(0, len(pool), cfg.batch_size), rng)
+        heat_logits, log_d = net.logits(x)
+        l_heat = focal_loss(heat_logits, h)
+        l_size = (w * (log_d - d).abs()).sum() / w.sum().clamp(min=1.0)
+        loss = l_heat + cfg.size_loss_weight * l_size
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(heat=f"{l_heat.item():.3f}", size=f"{l_size.item():.3f}")
+        timed_out = max_minutes is not None and time.monotonic() - t0 > max_minutes * 60
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or timed_out:
+            _save(last, net, opt, sched, step)
+        if timed_out:
+            logger.warning("stopped at the time limit", extra={"step": step})
+            break
+    bar.close()
+    final = out / "model.pt"
+    torch.save({"model": net.state_dict(), "width": cfg.width, "step": step}, final)
+    return final
+
+
+def _save(path: Path, net: torch.nn.Module, opt: Any, sched: Any, step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=Path("training/dr/config.toml"))
+    parser.add_argument("--out", type=Path, default=Path("var/training/dr_nodule"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-minutes", type=float, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    # One intra-op thread: on a shared 2-core machine two threads spin against each other
+    # and a step takes ~10x longer (measured 2.7 s vs 0.3 s for a batch of 8).
+    torch.set_num_threads(1)
+    train(TrainConfig.load(args.config), args.out, args.resume, args.max_minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
