@@ -103,11 +103,11 @@ def _sr_evidence(signed: SignedStudy) -> list[Dataset]:
     for f in signed.findings:
         src = signed.source(f.series_uid)
         if src is not None and f.sop_instance_uid:
-            ds = src.by_sop().get(f.sop_instance_uid)
+            ds = src.header(f.sop_instance_uid)
             if ds is not None:
                 evidence[f.sop_instance_uid] = ds
-    if not evidence and signed.sources and signed.sources[0].datasets:
-        first = signed.sources[0].datasets[0]
+    if not evidence and signed.sources and len(signed.sources[0]):
+        first = signed.sources[0].at(0)
         evidence[str(first.SOPInstanceUID)] = first
     return list(evidence.values())
 

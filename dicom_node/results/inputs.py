@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from countyread.context import AppContext
-from countyread.db import analyses, findings, instances, reports, studies, users
+from countyread.db import analyses, findings, instances, reports, series, studies, users
 from countyread.domain import Measurement, ModelRef
 from countyread.errors import ConflictError, NotFoundError
 from dicom_node.results.common import (
@@ -93,24 +94,30 @@ def _source_series(ctx: AppContext, conn: Connection, series_uid: str,
     ).all()
     if not rows:
         return None
-    headers = {}
-    for sop, rel in rows:
-        ds = pydicom.dcmread(ctx.store.absolute(rel), stop_before_pixels=True)
-        headers[str(sop)] = ds
-    if order and all(u in headers for u in order):
-        ordered = [headers[u] for u in order]
-    else:
-        # Without the pipeline's slice order, sort along the slice normal (PS3.3 C.7.6.2.1.1).
-        def key(ds: Any) -> tuple[float, int]:
-            ipp = getattr(ds, "ImagePositionPatient", None)
-            iop = getattr(ds, "ImageOrientationPatient", None)
-            if ipp is None or iop is None:
-                return (0.0, int(getattr(ds, "InstanceNumber", 0) or 0))
-            normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-            return (float(np.dot(normal, np.asarray(ipp, float))), 0)
-        ordered = sorted(headers.values(), key=key)
-    for_uid = getattr(ordered[0], "FrameOfReferenceUID", None)
-    return SourceSeries(series_uid, str(for_uid) if for_uid else None, tuple(ordered))
+    paths = {str(sop): ctx.store.absolute(rel) for sop, rel in rows}
+    for_uid = conn.execute(select(series.c.frame_of_reference_uid).where(
+        series.c.series_uid == series_uid)).scalar_one_or_none()
+    if order and set(order) <= set(paths):
+        # The pipeline recorded its slice order (arrays.npz): no header needs reading.
+        return SourceSeries(series_uid, for_uid, tuple(order), paths)
+    # Otherwise sort along the slice normal (PS3.3 C.7.6.2.1.1), reading every header.
+    cache: dict[str, Dataset] = {
+        sop: pydicom.dcmread(p, stop_before_pixels=True) for sop, p in paths.items()}
+
+    def key(sop: str) -> tuple[float, int]:
+        ds = cache[sop]
+        ipp = getattr(ds, "ImagePositionPatient", None)
+        iop = getattr(ds, "ImageOrientationPatient", None)
+        if ipp is None or iop is None:
+            return (0.0, int(getattr(ds, "InstanceNumber", 0) or 0))
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        return (float(np.dot(normal, np.asarray(ipp, float))), 0)
+
+    ordered = tuple(sorted(cache, key=key))
+    if for_uid is None:
+        found = getattr(cache[ordered[0]], "FrameOfReferenceUID", None)
+        for_uid = str(found) if found else None
+    return SourceSeries(series_uid, for_uid, ordered, paths, cache)
 
 
 def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:

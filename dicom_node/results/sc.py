@@ -98,7 +98,7 @@ def build_key_images(signed: SignedStudy) -> list[Dataset]:
     out: list[Dataset] = []
     series_uid = signed.uid(Family.SC, "series")
     p = signed.patient
-    first = signed.sources[0].datasets[0] if signed.sources else None
+    first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
     body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
         "CHEST" if any(f.kind == "nodule" for f in signed.findings) else "")
     study_id = str(getattr(first, "StudyID", "") or "") or None

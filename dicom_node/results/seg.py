@@ -80,8 +80,8 @@ def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
     if picked is None:
         return None
     source, found = picked
-    n_slices = len(source.datasets)
-    rows, cols = int(source.datasets[0].Rows), int(source.datasets[0].Columns)
+    n_slices = len(source)
+    rows, cols = int(source.at(0).Rows), int(source.at(0).Columns)
     placed: list[tuple[ConfirmedFinding, tuple[slice, slice, slice], np.ndarray]] = []
     touched: set[int] = set()
     for f in found:
@@ -99,18 +99,21 @@ def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
         touched.update(range(window[0].start, window[0].stop))
     if not placed:
         return None
-    slices = sorted(touched)
-    index = {k: n for n, k in enumerate(slices)}
-    labels = np.zeros((len(slices), rows, cols, len(placed)), dtype=bool)
+    # Resampled volumes may map two grid slices to one acquired instance: their masks
+    # share that instance's frame (union), since a SEG frame derives from one source image.
+    sops = list(dict.fromkeys(source.sop_uids[k] for k in sorted(touched)))
+    index = {sop: n for n, sop in enumerate(sops)}
+    labels = np.zeros((len(sops), rows, cols, len(placed)), dtype=bool)
     numbers: dict[int, int] = {}
     descriptions = []
     for s, (f, window, part) in enumerate(placed):
         for dk in range(part.shape[0]):
-            labels[index[window[0].start + dk], window[1], window[2], s] = part[dk]
+            frame = index[source.sop_uids[window[0].start + dk]]
+            labels[frame, window[1], window[2], s] |= part[dk]
         numbers[f.id] = s + 1
         descriptions.append(_description(signed, f, s + 1))
     seg = hd.seg.Segmentation(
-        source_images=[source.datasets[k] for k in slices],
+        source_images=[source.at(source.sop_uids.index(sop)) for sop in sops],
         pixel_array=labels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,

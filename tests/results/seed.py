@@ -70,7 +70,7 @@ def _ct_slice(study_uid: str, series_uid: str, for_uid: str, k: int, n: int,
     ds.KVP = 120
     ds.AcquisitionNumber = 1
     ds.PatientPosition = "HFS"
-    ds.ImagePositionPatient = [-100.0, -100.0, -float(k) * 2.5]
+    ds.ImagePositionPatient = [-100.0, -100.0, float(k) * 2.5]  # ascending, as sorted
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     ds.SliceThickness = 2.5
     ds.PixelSpacing = [200.0 / size, 200.0 / size]
@@ -91,7 +91,7 @@ def _ct_slice(study_uid: str, series_uid: str, for_uid: str, k: int, n: int,
 
 def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_findings: int = 2,
                source_node_id: int | None = None, tag: str = "1",
-               reviewer: str = "lidoc") -> SeededStudy:
+               reviewer: str = "lidoc", slice_order: bool = True) -> SeededStudy:
     """Store a synthetic CT and insert an analysis with ``n_findings`` confirmed nodules."""
     study_uid = derive_uid("seed-study", tag)
     series_uid = derive_uid("seed-series", tag)
@@ -127,8 +127,9 @@ def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_finding
         art_dir = ctx.settings.results_dir / study_uid / f"analysis-{analysis_id}"
         conn.execute(update(analyses).where(analyses.c.id == analysis_id)
                      .values(artifacts_dir=str(art_dir)))
-        arrays: dict[str, np.ndarray] = {
-            "geometry": np.eye(4), "slice_sop_uids": np.array(sops)}
+        arrays: dict[str, np.ndarray] = {"geometry": np.eye(4)}
+        if slice_order:
+            arrays["slice_sop_uids"] = np.array(sops)
         ids = []
         lobes = ["RUL", "LLL", "RML", "LUL", "RLL"]
         for i in range(n_findings):
@@ -147,7 +148,7 @@ def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_finding
                 study_uid=study_uid, analysis_id=analysis_id, series_uid=series_uid,
                 sop_instance_uid=sops[k0 + 1], kind="nodule", source="ai",
                 probability=0.9, center_x=-100.0 + (i0 + 3) * 200.0 / size,
-                center_y=-100.0 + (j0 + 3) * 200.0 / size, center_z=-(k0 + 1) * 2.5,
+                center_y=-100.0 + (j0 + 3) * 200.0 / size, center_z=(k0 + 1) * 2.5,
                 measurements=[
                     {"name": "long_axis", "value": 9.1 + i, "unit": "mm"},
                     {"name": "short_axis", "value": 7.3 + i, "unit": "mm"},

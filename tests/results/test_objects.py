@@ -113,3 +113,19 @@ def test_chinese_names_round_trip_in_sr_bytes(ctx: AppContext, built: ResultSet)
     person = [item for item in ds.ContentSequence
               if item.ConceptNameCodeSequence[0].CodeValue == "121008"]  # Person Observer Name
     assert person and str(person[0].PersonName).rstrip("^") == REVIEWER_NAME
+
+
+@pytest.mark.parametrize("slice_order", [True, False], ids=["npz-order", "sorted-by-position"])
+def test_seg_frames_sit_on_the_masked_slices(ctx: AppContext, slice_order: bool) -> None:
+    from tests.results.seed import seed_study
+
+    study = seed_study(ctx, n_findings=2, slice_order=slice_order, tag=f"order-{slice_order}")
+    seg = hd.seg.segread(ctx.settings.results_dir / build_results(
+        ctx, study.study_uid).of("SEG")[0].path)
+    # Seeded masks: finding i covers slices k0 .. k0+2 with k0 = 2 + 3 i.
+    for number, k0 in ((1, 2), (2, 5)):
+        frames = [f for f in seg.PerFrameFunctionalGroupsSequence
+                  if f.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number]
+        sources = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                   for f in frames}
+        assert sources == set(study.sop_uids[k0:k0 + 3])

@@ -1,0 +1,209 @@
+"""Outbox against a real Storage SCP on loopback: routing, retries, resend, idempotence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from countyread.context import AppContext
+from countyread.db import deliveries, studies, utcnow
+from countyread.domain import NodeKind
+from countyread.nodes import add_node, set_active
+from dicom_node import outbox
+from dicom_node.outbox import Outbox, backoff_s, resend, schedule_delivery
+from tests.peers.storage_scp import StorageSCP
+from tests.results.seed import seed_study, sign
+
+
+@pytest.fixture()
+def scp() -> Iterator[StorageSCP]:
+    peer = StorageSCP().start()
+    yield peer
+    peer.stop()
+
+
+def _row(ctx: AppContext, delivery_id: int) -> dict[str, object]:
+    with ctx.db.begin() as conn:
+        return dict(conn.execute(select(deliveries).where(
+            deliveries.c.id == delivery_id)).mappings().one())
+
+
+def _study_status(ctx: AppContext, study_uid: str) -> str:
+    with ctx.db.begin() as conn:
+        return str(conn.execute(select(studies.c.status).where(
+            studies.c.study_uid == study_uid)).scalar_one())
+
+
+def _make_due(ctx: AppContext) -> None:
+    # Fast-forward the backoff instead of sleeping through it.
+    with ctx.db.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.state == "pending")
+                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_routing_follows_node_choices_and_is_idempotent(ctx: AppContext,
+                                                        scp: StorageSCP) -> None:
+    town = add_node(ctx.db, name="镇卫生院", ae_title="TOWN1", host="127.0.0.1",
+                    port=scp.port, kind=NodeKind.TOWNSHIP, send=("SC", "KOS"))
+    pacs = add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
+                    kind=NodeKind.PACS, send=("SR", "SEG"))
+    add_node(ctx.db, name="console only", ae_title="NORECV", kind=NodeKind.PACS)
+    off = add_node(ctx.db, name="old PACS", ae_title="OLDPACS", host="127.0.0.1",
+                   port=scp.port, kind=NodeKind.PACS)
+    set_active(ctx.db, off.id, False)
+    study = seed_study(ctx, n_findings=2, source_node_id=town.id)
+    ids = schedule_delivery(ctx, study.study_uid)
+    assert len(ids) == 2
+    assert schedule_delivery(ctx, study.study_uid) == ids  # a retried sign: same rows
+    by_node = {_row(ctx, i)["node_id"]: _row(ctx, i) for i in ids}
+    assert {o["family"] for o in by_node[town.id]["objects"]} == {"SC", "KOS"}  # type: ignore[attr-defined]
+    assert {o["family"] for o in by_node[pacs.id]["objects"]} == {"SR", "SEG"}  # type: ignore[attr-defined]
+
+
+def test_township_without_host_gets_nothing(ctx: AppContext, scp: StorageSCP) -> None:
+    town = add_node(ctx.db, name="镇", ae_title="TOWN2", kind=NodeKind.TOWNSHIP)
+    study = seed_study(ctx, n_findings=1, source_node_id=town.id)
+    assert schedule_delivery(ctx, study.study_uid) == []
+
+
+def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext,
+                                                          scp: StorageSCP) -> None:
+    pacs = add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
+                    kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+    study = seed_study(ctx, n_findings=3)
+    (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+    assert _study_status(ctx, study.study_uid) == "signed"
+    assert Outbox(ctx).tick() == 1
+    row = _row(ctx, delivery_id)
+    assert row["state"] == "sent" and row["attempts"] == 1 and row["last_error"] is None
+    objects = row["objects"]
+    assert isinstance(objects, list) and all(o["dimse_status"] == 0 for o in objects)
+    assert set(scp.received) == {o["sop_instance_uid"] for o in objects}
+    assert set(scp.received.values()) == {1}
+    assert _study_status(ctx, study.study_uid) == "delivered"
+    assert Outbox(ctx).tick() == 0  # nothing due: nothing sent twice
+    assert set(scp.received.values()) == {1}
+    assert pacs.id == row["node_id"]
+
+
+def test_peer_down_then_up_retries_with_backoff(ctx: AppContext) -> None:
+    peer = StorageSCP()  # its port is free: nobody listens yet
+    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
+             kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+    study = seed_study(ctx, n_findings=2)
+    (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+    box = Outbox(ctx)
+    before = utcnow()
+    assert box.tick() == 1
+    row = _row(ctx, delivery_id)
+    assert row["state"] == "pending" and row["attempts"] == 1
+    assert "association" in str(row["last_error"])
+    first_delay = (row["next_attempt_at"] - before).total_seconds()  # type: ignore[operator]
+    assert 0.15 <= first_delay <= 1.0
+    assert box.tick() == 0  # not due yet
+    _make_due(ctx)
+    before = utcnow()
+    assert box.tick() == 1
+    row = _row(ctx, delivery_id)
+    second_delay = (row["next_attempt_at"] - before).total_seconds()  # type: ignore[operator]
+    assert row["attempts"] == 2 and second_delay > first_delay
+    peer.start()
+    try:
+        _make_due(ctx)
+        assert box.tick() == 1
+        row = _row(ctx, delivery_id)
+        assert row["state"] == "sent" and row["attempts"] == 3
+        assert len(peer.received) == len(row["objects"])  # type: ignore[arg-type]
+        assert set(peer.received.values()) == {1}
+    finally:
+        peer.stop()
+    assert _study_status(ctx, study.study_uid) == "delivered"
+
+
+def test_refused_object_fails_delivery_and_resend_requeues(ctx: AppContext) -> None:
+    from pynetdicom.sop_class import SegmentationStorage  # type: ignore[attr-defined]
+
+    peer = StorageSCP(refuse={SegmentationStorage: 0xA900}).start()
+    try:
+        add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
+                 kind=NodeKind.PACS, send=("SR", "SEG"))
+        study = seed_study(ctx, n_findings=2)
+        (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+        Outbox(ctx).tick()
+        row = _row(ctx, delivery_id)
+        assert row["state"] == "failed"  # refused for good: no automatic retry
+        assert "0xA900" in str(row["last_error"])
+        by_family = {o["family"]: o for o in row["objects"]}  # type: ignore[attr-defined]
+        assert by_family["SEG"]["status"] == "refused"
+        assert by_family["SR"]["status"] == "sent"
+        assert _study_status(ctx, study.study_uid) == "signed"
+        peer.refuse.clear()  # the PACS admin fixes the configuration
+        resend(ctx, delivery_id)
+        assert _row(ctx, delivery_id)["state"] == "pending"
+        Outbox(ctx).tick()
+        row = _row(ctx, delivery_id)
+        assert row["state"] == "sent"
+        assert _study_status(ctx, study.study_uid) == "delivered"
+    finally:
+        peer.stop()
+
+
+def test_out_of_resources_is_retried_for_that_object_only(ctx: AppContext) -> None:
+    peer = StorageSCP(fail_first=(1, 0xA700)).start()
+    try:
+        add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
+                 kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+        study = seed_study(ctx, n_findings=1)
+        (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+        Outbox(ctx).tick()
+        row = _row(ctx, delivery_id)
+        assert row["state"] == "pending"
+        pending = [o for o in row["objects"] if o["status"] == "pending"]  # type: ignore[attr-defined]
+        assert len(pending) == 1 and pending[0]["dimse_status"] == 0xA700
+        _make_due(ctx)
+        Outbox(ctx).tick()
+        assert _row(ctx, delivery_id)["state"] == "sent"
+        assert set(peer.received.values()) == {1}
+    finally:
+        peer.stop()
+
+
+def test_amendment_supersedes_undelivered_revision(ctx: AppContext) -> None:
+    peer = StorageSCP()  # down
+    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
+             kind=NodeKind.PACS, send=("SR",))
+    study = seed_study(ctx, n_findings=1)
+    (first,) = schedule_delivery(ctx, study.study_uid)
+    sign(ctx, study.study_uid)
+    (second,) = schedule_delivery(ctx, study.study_uid)
+    assert first != second
+    old = _row(ctx, first)
+    assert old["state"] == "failed" and "superseded" in str(old["last_error"])
+    assert _row(ctx, second)["revision"] == old["revision"] + 1  # type: ignore[operator]
+
+
+def test_background_thread_delivers_after_schedule(ctx: AppContext, scp: StorageSCP) -> None:
+    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
+             kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+    study = seed_study(ctx, n_findings=1)
+    box = Outbox(ctx, poll_s=5.0)
+    box.start()
+    try:
+        started = time.monotonic()
+        schedule_delivery(ctx, study.study_uid)  # wakes the thread; no 5 s poll wait
+        while _study_status(ctx, study.study_uid) != "delivered":
+            assert time.monotonic() - started < 4.0, "not delivered in time"
+            time.sleep(0.05)
+    finally:
+        box.stop()
+    assert set(scp.received.values()) == {1}
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    assert [backoff_s(5, 600, n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert backoff_s(5, 600, 30) == 600
+    assert outbox.MAX_ATTEMPTS > 1
