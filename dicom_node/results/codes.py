@@ -124,6 +124,7 @@ def measurement_concept(name: str, unit: str) -> tuple[Code, Code | None, Code] 
     return concept, qualifier, ucum
 
 
+NO_FINDING = private("NOFINDING", "No confirmed AI finding")
 LUNG_RADS = private("LUNGRADS", "Lung-RADS v2022 assessment category")
 COMPOSITION = private("COMPOSITION", "Nodule composition")
 STENOSIS_GRADE = codes.SCT.Severity

@@ -11,7 +11,6 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -86,6 +85,7 @@ class ConfirmedFinding:
     """A finding the radiologist accepted, edited or added, as signed."""
 
     id: int
+    analysis_id: int | None
     number: int  # 1-based position in the report: tracking identifier and segment number
     kind: str
     source: str  # 'ai' or 'radiologist'
@@ -148,7 +148,9 @@ class SignedStudy:
     sources: tuple[SourceSeries, ...]
     models: tuple[ModelRef, ...]
     report_text: str | None = None
-    extras: tuple[tuple[str, Any], ...] = ()  # pipeline outputs for plug-in families
+    #: (pipeline, analysis artifacts dir) of the analyses behind the findings, where
+    #: plug-in series builders (CTA renders) find their images.
+    artifacts: tuple[tuple[str, Path], ...] = ()
 
     @property
     def model_key(self) -> str:

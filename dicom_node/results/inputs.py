@@ -167,7 +167,8 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             if r["center_x"] is not None and r["center_y"] is not None:
                 center = (float(r["center_x"]), float(r["center_y"]), float(r["center_z"] or 0))
             confirmed.append(ConfirmedFinding(
-                id=int(r["id"]), number=len(confirmed) + 1, kind=str(r["kind"]),
+                id=int(r["id"]), analysis_id=r["analysis_id"], number=len(confirmed) + 1,
+                kind=str(r["kind"]),
                 source=str(r["source"]), verdict=str(r["verdict"]),
                 series_uid=r["series_uid"], sop_instance_uid=r["sop_instance_uid"],
                 center_lps=center,
@@ -179,11 +180,21 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
                 category=r["category"], model=_model(r["model"]), key_image=key_image,
                 mask=_cropped_mask(npz, _mask_index(r, order)), comment=r["comment"],
             ))
+        wanted = list(dict.fromkeys(f.series_uid for f in confirmed if f.series_uid))
+        if not wanted:
+            # No confirmed finding: the SR still needs the study's images as evidence.
+            wanted = [str(uid) for uid in conn.execute(
+                select(series.c.series_uid).where(series.c.study_uid == study_uid)
+                .order_by(series.c.instance_count.desc()).limit(1)).scalars()]
         sources = []
-        for series_uid in dict.fromkeys(f.series_uid for f in confirmed if f.series_uid):
+        for series_uid in wanted:
             src = _source_series(ctx, conn, series_uid, slice_orders.get(series_uid))
             if src is not None:
                 sources.append(src)
+        artifacts = tuple(
+            (str(a["pipeline"]), Path(a["artifacts_dir"]))
+            for a in sorted(analysis_rows.values(), key=lambda a: a["id"])
+            if a["artifacts_dir"] and any(f.analysis_id == a["id"] for f in confirmed))
         models = {m.sha256 or f"{m.name}@{m.version}": m
                   for m in (f.model for f in confirmed) if m is not None}
         patient = PatientInfo(
@@ -198,5 +209,5 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
         study_uid=study_uid, revision=int(study["revision"]), patient=patient,
         reviewer=reviewer, signed_at=report["signed_at"], findings=tuple(confirmed),
         sources=tuple(sources), models=tuple(sorted(models.values(), key=lambda m: m.name)),
-        report_text=text,
+        report_text=text, artifacts=artifacts,
     )

@@ -20,6 +20,7 @@ from pydicom.sr.codedict import codes
 
 from countyread.uids import derive_uid
 from dicom_node.results.codes import (
+    NO_FINDING,
     declare_private_scheme,
     finding_sites,
     finding_type,
@@ -146,10 +147,16 @@ def build_sr(signed: SignedStudy, evidence: list[Dataset], seg: Dataset | None,
         (PS3.3 C.17.2.1), which is how an amendment supersedes the signed original.
     """
     groups = [_group(signed, f, seg, segments.get(f.id)) for f in signed.findings]
+    if not groups:
+        # TID 1500 needs one measurement group; the radiologist confirmed no finding.
+        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=signed.uid(Family.SR, "no-finding"), identifier="no confirmed finding"),
+            finding_type=NO_FINDING)]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(signed),
         procedure_reported=codes.SCT.ComputedTomography,
-        imaging_measurements=groups or None,  # type: ignore[arg-type]
+        imaging_measurements=groups,  # type: ignore[arg-type]
     )
     docs = ([seg] if seg is not None else []) + list(evidence)
     sr = hd.sr.Comprehensive3DSR(
