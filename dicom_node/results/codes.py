@@ -34,13 +34,18 @@ VESSEL_KINDS = {"stenosis", "occlusion", "near_occlusion", "aneurysm"}
 
 _FINDING_TYPES: dict[str, Code] = {
     "nodule": codes.SCT.Nodule,
+    "dr_nodule": codes.SCT.Nodule,
+    "mass": codes.SCT.Mass,
     "stenosis": codes.SCT.Stenosis,
     "occlusion": codes.SCT.OcclusionOfArtery,
     "near_occlusion": codes.SCT.Stenosis,
 }
 
 
-def finding_type(kind: str) -> Code:
+def finding_type(kind: str, attributes: dict[str, str] | None = None) -> Code:
+    """Finding type (TID 1501 row 3); a radiograph opacity typed "mass" is a Mass."""
+    if attributes and (attributes.get("type") or "").lower() == "mass":
+        return codes.SCT.Mass
     return _FINDING_TYPES.get(kind.lower(), codes.SCT.Finding)
 
 
@@ -62,6 +67,9 @@ _VESSELS: dict[str, Code] = {
     "ba": codes.SCT.BasilarArtery,
     "basilar": codes.SCT.BasilarArtery,
     "mca": codes.SCT.MiddleCerebralArtery,
+    "m1": codes.SCT.MiddleCerebralArteryM1Segment,
+    "a1": codes.SCT.AnteriorCerebralArtery,
+    "p1": codes.SCT.PosteriorCerebralArteryP1Segment,
     "aca": codes.SCT.AnteriorCerebralArtery,
     "pca": codes.SCT.PosteriorCerebralArtery,
 }
@@ -89,7 +97,7 @@ def finding_sites(kind: str, attributes: dict[str, str]) -> list[hd.sr.FindingSi
             if tok in _VESSELS:
                 return [hd.sr.FindingSite(_VESSELS[tok], laterality=_side(vessel))]
         return [hd.sr.FindingSite(codes.SCT.Artery, laterality=_side(vessel))]
-    if kind.lower() == "nodule":
+    if kind.lower() in {"nodule", "dr_nodule"}:
         return [hd.sr.FindingSite(codes.SCT.Lung)]
     if kind.lower() in VESSEL_KINDS:
         return [hd.sr.FindingSite(codes.SCT.Artery)]
@@ -109,8 +117,10 @@ _MEASUREMENTS: dict[str, tuple[Code, Code | None]] = {
     "stenosis": (codes.SCT.LumenDiameterStenosis, None),
     "stenosis_percent": (codes.SCT.LumenDiameterStenosis, None),
     "min_lumen_diameter": (codes.SCT.VesselLumenDiameter, codes.SCT.Minimum),
-    "residual_lumen": (codes.SCT.VesselLumenDiameter, codes.SCT.Minimum),
+    "min_diameter": (codes.SCT.VesselLumenDiameter, codes.SCT.Minimum),
+    "residual_lumen": (private("RESIDUALLUMEN", "Residual lumen diameter"), None),
     "reference_diameter": (codes.SCT.VesselLumenDiameter, None),
+    "length": (codes.SCT.Length, None),
 }
 
 
@@ -135,6 +145,7 @@ _COMPOSITIONS = {
     "non_solid": codes.DCM.GroundGlassOpacity,
     "ggn": codes.DCM.GroundGlassOpacity,
     "ground_glass": codes.DCM.GroundGlassOpacity,
+    "calcified": codes.SCT.Calcified,
 }
 
 
@@ -142,7 +153,7 @@ def qualitative(kind: str, category: str | None,
                 attributes: dict[str, str]) -> list[hd.sr.QualitativeEvaluation]:
     """Lung-RADS category and composition for nodules; the grade for stenoses."""
     out: list[hd.sr.QualitativeEvaluation] = []
-    if category and kind.lower() == "nodule":
+    if category and kind.lower() in {"nodule", "dr_nodule"}:
         out.append(hd.sr.QualitativeEvaluation(
             LUNG_RADS, private(f"LR{category.upper()}"[:16], f"Lung-RADS {category.upper()}")))
     composition = (attributes.get("type") or attributes.get("composition") or "").lower()

@@ -39,8 +39,13 @@ _CJK_FONTS = (
     "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
 )
 _MIN_WIDTH = 512  # old consoles show small matrices tiny; upscale to at least this
-_KIND_ZH = {"nodule": "结节", "stenosis": "狭窄", "occlusion": "闭塞",
-            "near_occlusion": "次全闭塞", "aneurysm": "动脉瘤"}
+_KIND_ZH = {"nodule": "结节", "dr_nodule": "结节", "stenosis": "狭窄", "occlusion": "闭塞",
+            "near_occlusion": "次全闭塞", "aneurysm": "动脉瘤", "mass": "肿块"}
+_GRADE_ZH = {"mild": "轻度", "moderate": "中度", "severe": "重度",
+             "near-occlusion": "次全闭塞", "occlusion": "闭塞"}
+_VESSEL_ZH = {"ICA": "颈内动脉", "CCA": "颈总动脉", "ECA": "颈外动脉", "VA": "椎动脉",
+              "BA": "基底动脉", "M1": "大脑中动脉M1段", "A1": "大脑前动脉A1段",
+              "P1": "大脑后动脉P1段"}
 _LOBE_ZH = {"RUL": "右肺上叶", "RML": "右肺中叶", "RLL": "右肺下叶",
             "LUL": "左肺上叶", "LLL": "左肺下叶"}
 
@@ -53,24 +58,36 @@ def _font(size: int) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, bool
     return ImageFont.load_default(), False
 
 
+def _vessel_zh(name: str) -> str:
+    base, _, side = name.partition("_")
+    where = {"L": "左", "R": "右"}.get(side.upper(), "")
+    return f"{where}{_VESSEL_ZH.get(base.upper(), base)}" if base else name
+
+
 def caption(finding: ConfirmedFinding) -> tuple[str, str]:
     """(Chinese, English) one-line captions, e.g. '结节 1 右肺上叶 8.2 mm Lung-RADS 4A'."""
     attrs = dict(finding.attributes)
-    site = attrs.get("lobe", "").upper() or attrs.get("vessel", "")
-    size = next((m for m in finding.measurements if m.name.startswith("mean_diameter")), None)
+    lobe = attrs.get("lobe", "").upper()
+    vessel = attrs.get("vessel", "")
+    size = next((m for m in finding.measurements
+                 if m.name.startswith(("mean_diameter", "diameter"))), None)
     pct = next((m for m in finding.measurements if m.name.startswith("stenosis")), None)
-    value = (f"{size.value:.1f} mm" if size else f"{pct.value:.0f}%" if pct else "")
-    grade = ""
-    if finding.category and finding.kind == "nodule":
-        grade = f"Lung-RADS {finding.category}"
-    elif finding.kind in VESSEL_KINDS and (attrs.get("grade") or finding.category):
-        grade = attrs.get("grade") or finding.category or ""
+    lumen = next((m for m in finding.measurements if m.name == "residual_lumen"), None)
+    value = (f"{pct.value:.0f}%" if pct else f"residual {lumen.value:.1f} mm" if lumen
+             else f"{size.value:.1f} {size.unit}" if size else "")
+    grade_en = grade_zh = ""
+    if finding.category and finding.kind in {"nodule", "dr_nodule"}:
+        grade_en = grade_zh = f"Lung-RADS {finding.category}"
+    elif finding.kind in VESSEL_KINDS:
+        grade_en = attrs.get("grade") or finding.category or ""
+        grade_zh = _GRADE_ZH.get(grade_en, grade_en)
+    kind_en = finding.kind.removeprefix("dr_").replace("_", " ").capitalize()
     zh = " ".join(p for p in (
         f"{_KIND_ZH.get(finding.kind, finding.kind)} {finding.number}",
-        _LOBE_ZH.get(site, site), value, grade) if p)
-    en = " ".join(p for p in (
-        f"{finding.kind.replace('_', ' ').capitalize()} {finding.number}", site, value, grade)
-        if p)
+        _LOBE_ZH.get(lobe, lobe) or _vessel_zh(vessel),
+        value.replace("residual", "残余管腔"), grade_zh) if p)
+    en = " ".join(p for p in (f"{kind_en} {finding.number}", lobe or vessel, value, grade_en)
+                  if p)
     return zh, en
 
 

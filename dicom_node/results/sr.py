@@ -99,6 +99,34 @@ def _square_around(center: tuple[float, float, float], finding: ConfirmedFinding
                      [x - half, y - half, z]], dtype=float)
 
 
+def _radiograph_circle(signed: SignedStudy, finding: ConfirmedFinding) -> hd.sr.ImageRegion | None:
+    """A SCOORD CIRCLE on the radiograph for findings located in image pixels (DR)."""
+    centre = finding.attribute("pixel_center")
+    source = signed.source(finding.series_uid)
+    if not centre or source is None or not finding.sop_instance_uid:
+        return None
+    header = source.header(finding.sop_instance_uid)
+    try:
+        col, row = (float(v) for v in centre.split(","))
+    except ValueError:
+        return None
+    if header is None:
+        return None
+    diameter = next((m for m in finding.measurements if m.name == "diameter"), None)
+    radius = 10.0
+    spacing = header.get("PixelSpacing") or header.get("ImagerPixelSpacing")
+    if diameter is not None and diameter.unit == "px":
+        radius = diameter.value / 2.0
+    elif diameter is not None and diameter.unit == "mm" and spacing:
+        radius = diameter.value / 2.0 / float(spacing[1])
+    # PS3.3 C.18.6.1.2: CIRCLE is the centre, then one point on the perimeter.
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
+        graphic_data=np.array([[col, row], [col + max(radius, 1.0), row]]),
+        source_image=hd.sr.SourceImageForRegion(str(header.SOPClassUID),
+                                                finding.sop_instance_uid))
+
+
 def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
            segment: int | None) -> object:
     tracking = hd.sr.TrackingIdentifier(
@@ -107,7 +135,7 @@ def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
     attrs = dict(finding.attributes)
     common: dict[str, Any] = {
         "tracking_identifier": tracking,
-        "finding_type": finding_type(finding.kind),
+        "finding_type": finding_type(finding.kind, attrs),
         "algorithm_id": _algorithm(finding),
         "finding_sites": finding_sites(finding.kind, attrs) or None,
         "measurements": _measurements(finding) or None,
@@ -121,6 +149,10 @@ def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=ref, **common)
     source = signed.source(finding.series_uid)
+    circle = _radiograph_circle(signed, finding)
+    if circle is not None:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            referenced_region=circle, **common)
     if finding.center_lps is not None and source is not None and source.frame_of_reference_uid:
         region = hd.sr.ImageRegion3D(
             graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,

@@ -134,8 +134,8 @@ def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_finding
         lobes = ["RUL", "LLL", "RML", "LUL", "RLL"]
         for i in range(n_findings):
             k0, j0, i0 = 2 + (i * 3) % max(1, n_slices - 6), 10 + 8 * i, 12 + 9 * i
-            mask = np.zeros((3, 6, 6), dtype=bool)
-            mask[:, 1:5, 1:5] = True
+            mask = np.zeros((3, 6, 6), dtype=np.uint8)  # uint8, as the CTA pipeline saves
+            mask[:, 1:5, 1:5] = 1
             arrays[f"mask_{i}"] = mask
             arrays[f"bbox_{i}"] = np.array([k0, j0, i0, k0 + 3, j0 + 6, i0 + 6])
             rgb = np.zeros((size, size, 3), dtype=np.uint8)
@@ -200,3 +200,59 @@ def sign(ctx: AppContext, study_uid: str, reviewer: str = "lidoc") -> int:
 
 def results_root(ctx: AppContext, study_uid: str) -> Path:
     return ctx.settings.results_dir / study_uid
+
+
+def seed_dr_study(ctx: AppContext, *, reviewer: str = "lidoc", tag: str = "dr") -> SeededStudy:
+    """A chest radiograph (DX) with one confirmed nodule located in image pixels."""
+    from pydicom.uid import DigitalXRayImageStorageForPresentation as DX
+
+    study_uid, series_uid = derive_uid("seed-dr-study", tag), derive_uid("seed-dr-series", tag)
+    sop = derive_uid("seed-dr", tag)
+    ds = _ct_slice(study_uid, series_uid, derive_uid("seed-for", tag), 0, 1, 256, seed=3)
+    for keyword in ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
+                    "SliceThickness", "PixelSpacing", "KVP", "PositionReferenceIndicator"):
+        delattr(ds, keyword)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DX
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.Modality = "DX"
+    ds.ImagerPixelSpacing = [0.5, 0.5]
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    path = ctx.store.instance_path(study_uid, series_uid, sop)
+    with ctx.db.begin() as conn:
+        conn.execute(studies.insert().values(
+            study_uid=study_uid, patient_name=PATIENT_NAME, patient_id="TS0002",
+            study_description="胸片 Chest PA", modalities="DX", status="ready"))
+        conn.execute(series.insert().values(
+            series_uid=series_uid, study_uid=study_uid, modality="DX", series_number=1,
+            instance_count=1, state="stable"))
+        conn.execute(instances.insert().values(
+            sop_instance_uid=sop, series_uid=series_uid, study_uid=study_uid,
+            sop_class_uid=DX, transfer_syntax_uid=ExplicitVRLittleEndian, instance_number=1,
+            path=ctx.store.relative(path), size_bytes=ctx.store.write(path, buf.getvalue())))
+        res = conn.execute(analyses.insert().values(
+            study_uid=study_uid, series_uid=series_uid, pipeline="dr_nodule", status="ready",
+            urgency="routine", models=[MODEL]))
+        pk = res.inserted_primary_key
+        assert pk is not None
+        art_dir = ctx.settings.results_dir / study_uid / f"analysis-{int(pk[0])}"
+        conn.execute(update(analyses).where(analyses.c.id == int(pk[0]))
+                     .values(artifacts_dir=str(art_dir)))
+        png = io.BytesIO()
+        Image.fromarray(np.full((256, 256, 3), 90, dtype=np.uint8)).save(png, format="PNG")
+        write_durable(art_dir / "dr_key.png", png.getvalue())
+        res = conn.execute(findings.insert().values(
+            study_uid=study_uid, analysis_id=int(pk[0]), series_uid=series_uid,
+            sop_instance_uid=sop, kind="dr_nodule", source="ai", probability=0.8,
+            center_x=50.0, center_y=60.0, center_z=0.0,
+            measurements=[{"name": "diameter", "value": 14.0, "unit": "mm"}],
+            attributes={"type": "nodule", "unit": "mm", "pixel_center": "100.0,120.0"},
+            model=MODEL, key_image="dr_key", verdict="accepted", reviewed_by=reviewer))
+        fid = res.inserted_primary_key
+        assert fid is not None
+        if conn.execute(users.select().where(users.c.username == reviewer)).first() is None:
+            conn.execute(users.insert().values(
+                username=reviewer, display_name=REVIEWER_NAME, password_hash="x",
+                role="radiologist"))
+    sign(ctx, study_uid, reviewer)
+    return SeededStudy(study_uid, series_uid, (sop,), (int(fid[0]),), int(pk[0]))

@@ -20,7 +20,7 @@ from dicom_node.results import Family, build_results, register_series
 from dicom_node.results.builder import unregister_series
 from dicom_node.results.common import SignedStudy
 from tests.results.conftest import dciodvfy_errors
-from tests.results.seed import SeededStudy, seed_study, sign
+from tests.results.seed import SeededStudy, seed_dr_study, seed_study, sign
 
 
 def _insert(ctx: AppContext, study: SeededStudy, **values: object) -> None:
@@ -113,3 +113,45 @@ def test_render_series_plug_in_and_are_routed(ctx: AppContext, render_plugin: No
             deliveries.c.id == delivery_id)).mappings().one()
     assert row["node_id"] == viewer.id
     assert [o["sop_instance_uid"] for o in row["objects"]] == [render.sop_instance_uid]
+
+
+def test_cta_vessel_masks_become_artery_segments(ctx: AppContext, seeded: SeededStudy) -> None:
+    with ctx.db.begin() as conn:
+        conn.execute(update(findings).where(findings.c.verdict != "rejected").values(
+            kind="stenosis", category="severe",
+            measurements=[{"name": "stenosis_percent", "value": 74.0, "unit": "%"},
+                          {"name": "min_diameter", "value": 1.3, "unit": "mm"},
+                          {"name": "reference_diameter", "value": 5.0, "unit": "mm"},
+                          {"name": "length", "value": 6.0, "unit": "mm"}],
+            attributes={"vessel": "ICA_L", "grade": "severe", "method": "NASCET"}))
+    result = build_results(ctx, seeded.study_uid)
+    for o in result.objects:
+        assert dciodvfy_errors(ctx.settings.results_dir / o.path) == [], o.family
+    seg = pydicom.dcmread(ctx.settings.results_dir / result.of("SEG")[0].path)
+    assert {s.SegmentedPropertyTypeCodeSequence[0].CodeValue
+            for s in seg.SegmentSequence} == {"51114001"}  # SCT Artery
+    sr = pydicom.dcmread(ctx.settings.results_dir / result.of("SR")[0].path)
+    groups = hd.sr.MeasurementReport.from_sequence([sr]).get_volumetric_roi_measurement_groups()
+    site = groups[0].finding_sites[0]
+    assert site.value.value == "86117002" and site.laterality.value == "7771000"  # left ICA
+    names = sorted(m.name.meaning for m in groups[0].get_measurements())
+    assert names == ["Length", "Lumen Diameter Stenosis", "Vessel lumen diameter",
+                     "Vessel lumen diameter"]  # minimal (qualified) and reference
+    sc = pydicom.dcmread(ctx.settings.results_dir / result.of("SC")[0].path)
+    assert "左颈内动脉" in sc.ImageComments and "74%" in sc.ImageComments
+
+
+def test_radiograph_finding_is_a_circle_on_the_image(ctx: AppContext) -> None:
+    study = seed_dr_study(ctx)
+    result = build_results(ctx, study.study_uid)
+    assert sorted(o.family for o in result.objects) == ["KOS", "SC", "SR"]
+    for o in result.objects:
+        assert dciodvfy_errors(ctx.settings.results_dir / o.path) == [], o.family
+    sr = pydicom.dcmread(ctx.settings.results_dir / result.of("SR")[0].path)
+    [group] = hd.sr.MeasurementReport.from_sequence([sr]).get_planar_roi_measurement_groups()
+    region = group.roi
+    assert region.graphic_type.value == "CIRCLE"
+    # 14 mm at 0.5 mm per pixel: radius 14 px around (100, 120).
+    assert np.allclose(region.value, [[100.0, 120.0], [114.0, 120.0]])
+    assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID \
+        == study.sop_uids[0]
