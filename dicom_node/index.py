@@ -39,6 +39,17 @@ class IndexResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRow:
+    """An instance whose file is durable and which now needs its index rows."""
+
+    header: InstanceHeader
+    rel_path: str
+    size: int
+    source_ae: str | None
+    node_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class KnownInstance:
     path: str
     size_bytes: int
@@ -84,74 +95,94 @@ class InstanceIndex:
         self, header: InstanceHeader, rel_path: str, size: int, *, source_ae: str | None,
         node_id: int | None, now: datetime,
     ) -> IndexResult:
-        if self._write_lock is None:
-            return self._add(header, rel_path, size, source_ae, node_id, now)
-        with self._write_lock:
-            return self._add(header, rel_path, size, source_ae, node_id, now)
+        """Index one instance in its own transaction (raises DimseFailure on conflict)."""
+        (result,) = self.add_many([PendingRow(header, rel_path, size, source_ae, node_id)], now)
+        if isinstance(result, st.DimseFailure):
+            raise result
+        return result
 
-    def _add(
-        self, h: InstanceHeader, rel_path: str, size: int, source_ae: str | None,
-        node_id: int | None, now: datetime,
-    ) -> IndexResult:
-        s = h.study
+    def add_many(
+        self, rows: list[PendingRow], now: datetime
+    ) -> list[IndexResult | st.DimseFailure]:
+        """Index several instances in one transaction (one commit, one log flush).
+
+        A row that conflicts gets its DimseFailure in the result list and leaves no trace;
+        the others still commit. A database error raises for the whole batch.
+        """
+        if self._write_lock is None:
+            return self._add_many(rows, now)
+        with self._write_lock:
+            return self._add_many(rows, now)
+
+    def _add_many(
+        self, rows: list[PendingRow], now: datetime
+    ) -> list[IndexResult | st.DimseFailure]:
         with self.db.begin() as conn:
-            _insert_ignore(conn, studies, {
-                "study_uid": h.study_uid, "patient_name": s.patient_name,
-                "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
-                "patient_sex": s.patient_sex, "accession_number": s.accession_number,
-                "study_date": s.study_date, "study_time": s.study_time,
-                "study_description": s.study_description, "modalities": h.modality or "",
-                "source_ae": source_ae, "source_node_id": node_id,
-                "first_received_at": now, "last_received_at": now,
-                "status": StudyStatus.RECEIVED.value, "revision": 0,
-            })
-            new_series = _insert_ignore(conn, series, {
-                "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
-                "series_number": h.series_number, "series_description": h.series_description,
-                "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
-                "instance_count": 0, "first_received_at": now, "last_received_at": now,
-                "state": "receiving", "generation": 0,
-            })
-            srow = conn.execute(
-                select(series.c.study_uid, series.c.state)
-                .where(series.c.series_uid == h.series_uid).with_for_update()
-            ).one()
-            if srow.study_uid != h.study_uid:
-                raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
-            inserted = _insert_ignore(conn, instances, {
-                "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
-                "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
-                "transfer_syntax_uid": h.transfer_syntax_uid,
-                "instance_number": h.instance_number, "path": rel_path, "size_bytes": size,
-                "source_ae": source_ae, "received_at": now,
-            })
-            if not inserted:
-                return IndexResult(inserted=False, new_series=False, reopened=False)
-            reopened = srow.state == "stable"
-            conn.execute(
-                update(series).where(series.c.series_uid == h.series_uid).values(
-                    instance_count=series.c.instance_count + 1,
-                    last_received_at=now,
-                    # PS3.4 has no notion of "series complete"; a late instance simply
-                    # starts a new generation whose analysis supersedes the last one.
-                    generation=series.c.generation
-                    + case((series.c.state == "stable", 1), else_=0),
-                    state="receiving",
-                    stable_at=None,
-                )
+            return [self._add_one(conn, r, now) for r in rows]
+
+    def _add_one(
+        self, conn: Connection, row: PendingRow, now: datetime
+    ) -> IndexResult | st.DimseFailure:
+        h, s = row.header, row.header.study
+        new_study = _insert_ignore(conn, studies, {
+            "study_uid": h.study_uid, "patient_name": s.patient_name,
+            "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
+            "patient_sex": s.patient_sex, "accession_number": s.accession_number,
+            "study_date": s.study_date, "study_time": s.study_time,
+            "study_description": s.study_description, "modalities": h.modality or "",
+            "source_ae": row.source_ae, "source_node_id": row.node_id,
+            "first_received_at": now, "last_received_at": now,
+            "status": StudyStatus.RECEIVED.value, "revision": 0,
+        })
+        new_series = _insert_ignore(conn, series, {
+            "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
+            "series_number": h.series_number, "series_description": h.series_description,
+            "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
+            "instance_count": 0, "first_received_at": now, "last_received_at": now,
+            "state": "receiving", "generation": 0,
+        })
+        srow = conn.execute(
+            select(series.c.study_uid, series.c.state)
+            .where(series.c.series_uid == h.series_uid).with_for_update()
+        ).one()
+        if srow.study_uid != h.study_uid:
+            if new_study:  # undo only what this row added; the batch goes on
+                conn.execute(studies.delete().where(studies.c.study_uid == h.study_uid))
+            return st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
+        inserted = _insert_ignore(conn, instances, {
+            "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
+            "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
+            "transfer_syntax_uid": h.transfer_syntax_uid,
+            "instance_number": h.instance_number, "path": row.rel_path,
+            "size_bytes": row.size, "source_ae": row.source_ae, "received_at": now,
+        })
+        if not inserted:
+            return IndexResult(inserted=False, new_series=False, reopened=False)
+        reopened = srow.state == "stable"
+        conn.execute(
+            update(series).where(series.c.series_uid == h.series_uid).values(
+                instance_count=series.c.instance_count + 1,
+                last_received_at=now,
+                # PS3.4 has no notion of "series complete"; a late instance simply
+                # starts a new generation whose analysis supersedes the last one.
+                generation=series.c.generation
+                + case((series.c.state == "stable", 1), else_=0),
+                state="receiving",
+                stable_at=None,
             )
-            study = conn.execute(
-                select(studies.c.modalities, studies.c.status)
-                .where(studies.c.study_uid == h.study_uid)
-            ).one()
-            values: dict[str, Any] = {"last_received_at": now}
-            mods = [m for m in (study.modalities or "").split("\\") if m]
-            if h.modality and h.modality not in mods:
-                values["modalities"] = "\\".join([*mods, h.modality])
-            if (new_series or reopened) and study.status in REOPENABLE:
-                values["status"] = StudyStatus.RECEIVED.value
-                values["reason"] = None
-            conn.execute(update(studies).where(studies.c.study_uid == h.study_uid).values(values))
+        )
+        study = conn.execute(
+            select(studies.c.modalities, studies.c.status)
+            .where(studies.c.study_uid == h.study_uid)
+        ).one()
+        values: dict[str, Any] = {"last_received_at": now}
+        mods = [m for m in (study.modalities or "").split("\\") if m]
+        if h.modality and h.modality not in mods:
+            values["modalities"] = "\\".join([*mods, h.modality])
+        if (new_series or reopened) and study.status in REOPENABLE:
+            values["status"] = StudyStatus.RECEIVED.value
+            values["reason"] = None
+        conn.execute(update(studies).where(studies.c.study_uid == h.study_uid).values(values))
         return IndexResult(inserted=True, new_series=new_series, reopened=reopened)
 
     def add_quarantine(

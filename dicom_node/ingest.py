@@ -23,7 +23,8 @@ from countyread.store import write_durable
 from countyread.uids import derive_uid
 from dicom_node import status as st
 from dicom_node.header import InstanceHeader, read_header
-from dicom_node.index import InstanceIndex
+from dicom_node.commit import GroupCommitter, write_file_synced
+from dicom_node.index import InstanceIndex, PendingRow
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Ingestor:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self.index = InstanceIndex(ctx.db)
+        self.committer = GroupCommitter(self.index)
         # Striped locks: two associations sending the same SOP Instance UID at once must
         # not both write the file ("keep the first" needs one writer per UID).
         self._uid_locks = [threading.Lock() for _ in range(64)]
@@ -116,10 +118,12 @@ class Ingestor:
         self.index.check_series_owner(h.series_uid, h.study_uid)
         store = self.ctx.store
         path = store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
-        size = store.write(path, [meta, req.data])
+        # store.write() would fsync the directory per file; splitting the steps lets
+        # concurrent associations share that fsync and the index commit (commit.py).
+        size = write_file_synced(path, [meta, req.data])
+        row = PendingRow(h, store.relative(path), size, req.calling_ae, req.node_id)
         try:
-            result = self.index.add(h, store.relative(path), size, source_ae=req.calling_ae,
-                                    node_id=req.node_id, now=utcnow())
+            result = self.committer.commit(row, path.parent)
         except Exception as exc:
             # Not indexed means not received: do not leave an orphan file behind.
             path.unlink(missing_ok=True)

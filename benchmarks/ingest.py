@@ -1,0 +1,260 @@
+"""Ingest benchmark: a 300-slice 512x512 CT pushed by dcmtk storescu to several receivers.
+
+Receivers, side by side in one run:
+  (a) our node (``python -m countyread scp``), durable: fsync file + directory + SQLite
+      commit (synchronous=FULL) before each Success
+  (b) dcmtk storescp (no fsync)
+  (c) Orthanc, in a private network namespace (it cannot bind to loopback only)
+  (d) our node with 4 scanners sending at once (4 series of 300 slices)
+
+Run: ``nice -n 10 python benchmarks/ingest.py [--slices 300] [--repeat 3]``.
+Not part of CI. Prints a table of instances/s and MB/s (MB = 10^6 bytes of files sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TCP_NODELAY": "1"}  # DESIGN.md 6: dcmtk without it stalls
+
+
+@cache
+def dcmtk(name: str) -> str:
+    for d in ["/usr/bin", "/usr/local/bin", *os.environ.get("PATH", "").split(os.pathsep)]:
+        p = Path(d) / name
+        if p.is_file():
+            out = subprocess.run([str(p), "--version"], capture_output=True, text=True)
+            if "dcmtk" in (out.stdout + out.stderr).lower():
+                return str(p)
+    sys.exit(f"dcmtk {name} not found (apt-get install dcmtk)")
+
+
+def make_series(out: Path, n: int, size: int = 512) -> list[Path]:
+    if out.is_dir() and len(list(out.glob("*.dcm"))) == n:
+        return sorted(out.glob("*.dcm"))
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    base = rng.integers(-1024, 1500, (size, size), dtype=np.int16)
+    paths = []
+    for i in range(n):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SpecificCharacterSet = "GB18030"
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientName = "Bench^Mark=测^试"
+        ds.PatientID = "BENCH"
+        ds.Modality = "CT"
+        ds.SeriesDescription = "Chest 1.0"
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(-i)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.roll(base, i, axis=0).tobytes()
+        p = out / f"ct{i:04d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        paths.append(p)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_echo(port: int, netns: str | None = None, timeout: float = 60) -> bool:
+    cmd = [dcmtk("echoscu"), "-aec", "ANY", "127.0.0.1", str(port)]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(cmd, capture_output=True, env=ENV).returncode == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def push(port: int, groups: list[list[Path]], aec: str, netns: str | None = None) -> float:
+    """Start one storescu per group at once; return the wall time until all finished."""
+    procs = []
+    t0 = time.perf_counter()
+    for i, files in enumerate(groups):
+        cmd = [dcmtk("storescu"), "-aet", f"SCANNER{i}", "-aec", aec, "127.0.0.1", str(port),
+               *map(str, files)]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        procs.append(subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE))
+    errors = [p.communicate()[1] for p in procs]
+    dt = time.perf_counter() - t0
+    for p, err in zip(procs, errors, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode()[-500:]}")
+    return dt
+
+
+def our_node(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "COUNTYREAD_DATA_DIR": str(work), "COUNTYREAD_DICOM_PORT": str(port),
+           "COUNTYREAD_DICOM_HOST": "127.0.0.1", "COUNTYREAD_ACCEPT_ANY_AE": "true",
+           "COUNTYREAD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "countyread", "scp"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_echo(port):
+        proc.kill()
+        raise RuntimeError("our node did not start")
+    return proc, port
+
+
+def storescp(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([dcmtk("storescp"), "-od", str(work), "+B", str(port)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_echo(port):
+        proc.kill()
+        raise RuntimeError("storescp did not start")
+    return proc, port
+
+
+def orthanc(work: Path) -> tuple[subprocess.Popen[bytes] | None, int, str, str]:
+    """Start Orthanc in a fresh netns; returns (proc, port, netns, why-not)."""
+    exe = shutil.which("Orthanc")
+    if exe is None:
+        return None, 0, "", "Orthanc not installed"
+    ns = f"crbench{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, 0, "", f"ip netns add failed: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+    work.mkdir(parents=True, exist_ok=True)
+    conf = {"Name": "bench", "StorageDirectory": str(work / "db"),
+            "IndexDirectory": str(work / "db"), "DicomAet": "ORTHANC", "DicomPort": 4242,
+            "HttpPort": 8042, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False, "UnknownSopClassAccepted": True,
+            "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
+            "StorageCompression": False, "Plugins": []}
+    (work / "conf.json").write_text(json.dumps(conf))
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, exe, str(work / "conf.json")],
+                            stdout=subprocess.DEVNULL, stderr=(work / "orthanc.log").open("wb"))
+    if not wait_echo(4242, netns=ns, timeout=60):
+        stop(proc)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        log = (work / "orthanc.log").read_text(errors="replace")[-300:]
+        return None, 0, "", f"Orthanc did not answer echo: {log}"
+    return proc, 4242, ns, ""
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def row(name: str, n: int, nbytes: int, times: list[float]) -> str:
+    best = min(times)
+    return (f"| {name:<44} | {n:>5} | {best:>7.2f} | {n / best:>8.1f} | "
+            f"{nbytes / 1e6 / best:>7.1f} |")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per receiver; best is shown")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cr-bench")
+    ap.add_argument("--skip-orthanc", action="store_true")
+    args = ap.parse_args()
+
+    one = make_series(args.cache / "ct", args.slices)
+    four = [make_series(args.cache / f"ct{i}", args.slices) for i in range(4)]
+    size1 = sum(p.stat().st_size for p in one)
+    size4 = sum(p.stat().st_size for g in four for p in g)
+    lines = ["| receiver                                     | inst  | wall s  |   inst/s |   MB/s |",
+             "|----------------------------------------------|-------|---------|----------|--------|"]
+    notes = []
+    with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
+        work = Path(tmp)
+        times = []
+        for r in range(args.repeat):
+            proc, port = our_node(work / f"ours{r}")
+            try:
+                times.append(push(port, [one], "COUNTYREAD"))
+            finally:
+                stop(proc)
+        lines.append(row("(a) CountyRead node, durable (fsync + index)", len(one), size1, times))
+
+        times = []
+        for r in range(args.repeat):
+            proc, port = storescp(work / f"storescp{r}")
+            try:
+                times.append(push(port, [one], "STORESCP"))
+            finally:
+                stop(proc)
+        lines.append(row("(b) dcmtk storescp (no fsync)", len(one), size1, times))
+
+        if args.skip_orthanc:
+            notes.append("Orthanc skipped (--skip-orthanc)")
+        else:
+            times = []
+            for r in range(args.repeat):
+                oproc, oport, ns, why = orthanc(work / f"orthanc{r}")
+                if oproc is None:
+                    notes.append(f"Orthanc not measured: {why}")
+                    break
+                try:
+                    times.append(push(oport, [one], "ORTHANC", netns=ns))
+                finally:
+                    stop(oproc)
+                    subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+            if times:
+                lines.append(row("(c) Orthanc (default config, netns)", len(one), size1, times))
+
+        times = []
+        for r in range(args.repeat):
+            proc, port = our_node(work / f"ours4-{r}")
+            try:
+                times.append(push(port, four, "COUNTYREAD"))
+            finally:
+                stop(proc)
+        lines.append(row("(d) CountyRead node, 4 scanners at once", 4 * len(one), size4, times))
+
+    print(f"{args.slices} slices 512x512 int16, {size1 / 1e6:.1f} MB per series, "
+          f"best of {args.repeat}; storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs")
+    print("\n".join(lines))
+    for n in notes:
+        print(n)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
