@@ -28,6 +28,7 @@ from countyread.uids import validate_uid
 from dicom_node.results.common import Family, SignedStudy
 from dicom_node.results.inputs import load_signed_study
 from dicom_node.results.ko import build_kos
+from dicom_node.results.render import build_cta_renders
 from dicom_node.results.sc import build_key_images
 from dicom_node.results.seg import build_seg
 from dicom_node.results.sr import build_sr
@@ -45,6 +46,9 @@ def register_series(name: str, builder: SeriesBuilder, family: Family = Family.R
 
 def unregister_series(name: str) -> None:
     _EXTRA.pop(name, None)
+
+
+register_series("cta_renders", build_cta_renders)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,53 +110,64 @@ def _render(png: Path, lines: list[str]) -> npt.NDArray[np.uint8]:
     return np.asarray(canvas, dtype=np.uint8)
 
 
+def rgb_secondary_capture(
+    signed: SignedStudy, pixels: npt.NDArray[np.uint8], *, series_uid: str,
+    number: int, sop_uid: str, instance_number: int, description: str, comments: str,
+) -> Dataset:
+    """An uncompressed 8-bit RGB SC of the signed study, annotations burned in."""
+    p = signed.patient
+    first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
+    body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
+        "CHEST" if any(f.kind in {"nodule", "dr_nodule"} for f in signed.findings) else "")
+    study_id = str(getattr(first, "StudyID", "") or "") or None
+    sc = hd.sc.SCImage(
+        pixel_array=pixels,
+        photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+        bits_allocated=8,
+        coordinate_system=hd.CoordinateSystemNames.PATIENT,
+        study_instance_uid=signed.study_uid,
+        series_instance_uid=series_uid,
+        series_number=number,
+        sop_instance_uid=sop_uid,
+        instance_number=instance_number,
+        manufacturer=MANUFACTURER,
+        patient_id=p.patient_id,
+        patient_name=p.name,
+        patient_birth_date=p.birth_date,
+        patient_sex=p.sex if p.sex in {"M", "F", "O"} else None,
+        accession_number=p.accession_number,
+        study_id=study_id,
+        study_date=p.study_date,
+        study_time=p.study_time,
+        referring_physician_name=None,
+        patient_orientation=("L", "P"),
+        contributing_equipment=contributing_equipment(signed.models),
+        series_description=f"{description} r{signed.revision}"[:64],
+        specific_character_set="ISO_IR 192",
+    )
+    apply_patient(sc, p)
+    sc.ImageComments = comments[:10240]
+    if body_part:
+        # Tells a validator the body part is unpaired, so Laterality (2C) is absent.
+        sc.BodyPartExamined = body_part
+    else:
+        sc.Laterality = ""
+    sc.BurnedInAnnotation = "YES"  # text is in the pixels (PS3.3 C.7.6.1.1.11)
+    return sc
+
+
 def build_key_images(signed: SignedStudy) -> list[Dataset]:
     """One SC per confirmed finding that has a key image, numbered by finding order."""
     out: list[Dataset] = []
     series_uid = signed.uid(Family.SC, "series")
-    p = signed.patient
-    first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
-    body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
-        "CHEST" if any(f.kind == "nodule" for f in signed.findings) else "")
-    study_id = str(getattr(first, "StudyID", "") or "") or None
     for f in signed.findings:
         if f.key_image is None:
             continue
         zh, en = caption(f)
-        pixels = _render(f.key_image, [zh, en])
-        sc = hd.sc.SCImage(
-            pixel_array=pixels,
-            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
-            bits_allocated=8,
-            coordinate_system=hd.CoordinateSystemNames.PATIENT,
-            study_instance_uid=signed.study_uid,
-            series_instance_uid=series_uid,
-            series_number=series_number(Family.SC, signed.revision),
-            sop_instance_uid=signed.uid(Family.SC, "instance", f.id),
-            instance_number=f.number,
-            manufacturer=MANUFACTURER,
-            patient_id=p.patient_id,
-            patient_name=p.name,
-            patient_birth_date=p.birth_date,
-            patient_sex=p.sex if p.sex in {"M", "F", "O"} else None,
-            accession_number=p.accession_number,
-            study_id=study_id,
-            study_date=p.study_date,
-            study_time=p.study_time,
-            referring_physician_name=None,
-            patient_orientation=("L", "P"),
-            contributing_equipment=contributing_equipment(signed.models),
-            series_description=f"AI key images r{signed.revision}",
-            specific_character_set="ISO_IR 192",
-        )
-        apply_patient(sc, p)
-        sc.ImageComments = f"{zh} / {en}"
-        if body_part:
-            # Tells a validator the body part is unpaired, so Laterality (2C) is absent.
-            sc.BodyPartExamined = body_part
-        else:
-            sc.Laterality = ""
-        sc.BurnedInAnnotation = "YES"  # the caption is in the pixels (PS3.3 C.7.6.1.1.11)
-        out.append(sc)
+        out.append(rgb_secondary_capture(
+            signed, _render(f.key_image, [zh, en]), series_uid=series_uid,
+            number=series_number(Family.SC, signed.revision),
+            sop_uid=signed.uid(Family.SC, "instance", f.id), instance_number=f.number,
+            description="AI key images", comments=f"{zh} / {en}"))
     logger.info("key images built", extra={"study_uid": signed.study_uid, "count": len(out)})
     return out

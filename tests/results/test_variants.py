@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.dataset import Dataset
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from countyread.context import AppContext
-from countyread.db import findings
+from countyread.db import analyses, findings
 from countyread.domain import NodeKind
 from countyread.nodes import add_node
 from dicom_node.outbox import schedule_delivery
@@ -104,8 +106,6 @@ def test_render_series_plug_in_and_are_routed(ctx: AppContext, render_plugin: No
     [render] = result.of("RENDER")
     assert render.path.split("/")[-2] == "RENDER"
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
-    from sqlalchemy import select
-
     from countyread.db import deliveries
 
     with ctx.db.begin() as conn:
@@ -124,7 +124,19 @@ def test_cta_vessel_masks_become_artery_segments(ctx: AppContext, seeded: Seeded
                           {"name": "reference_diameter", "value": 5.0, "unit": "mm"},
                           {"name": "length", "value": 6.0, "unit": "mm"}],
             attributes={"vessel": "ICA_L", "grade": "severe", "method": "NASCET"}))
+        conn.execute(update(analyses).values(pipeline="cta"))
+        art_dir = Path(conn.execute(select(analyses.c.artifacts_dir)).scalar_one())
+    for name in ("mip_axial", "mip_coronal", "vr_000", "vr_001", "cpr_ICA_L", "scpr_ICA_L"):
+        Image.fromarray(np.full((40, 60, 3), 120, dtype=np.uint8)).save(art_dir / f"{name}.png")
     result = build_results(ctx, seeded.study_uid)
+    renders = [pydicom.dcmread(ctx.settings.results_dir / o.path) for o in result.of("RENDER")]
+    assert len(renders) == 6
+    by_series: dict[str, list[str]] = {}
+    for ds in renders:
+        by_series.setdefault(ds.SeriesDescription, []).append(ds.ImageComments)
+    assert sorted(map(sorted, by_series.values())) == [
+        ["cpr_ICA_L", "scpr_ICA_L"], ["mip_axial", "mip_coronal"], ["vr_000", "vr_001"]]
+    assert len({ds.SeriesNumber for ds in renders}) == 3
     for o in result.objects:
         assert dciodvfy_errors(ctx.settings.results_dir / o.path) == [], o.family
     seg = pydicom.dcmread(ctx.settings.results_dir / result.of("SEG")[0].path)
