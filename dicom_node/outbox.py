@@ -214,10 +214,27 @@ class Outbox:
                 .order_by(deliveries.c.next_attempt_at).limit(_BATCH)))
         done = 0
         for delivery_id, due_at in due:
-            if self._claim(delivery_id, due_at):
+            if not self._claim(delivery_id, due_at):
+                continue
+            try:
                 self._deliver(delivery_id)
-                done += 1
+            except Exception as exc:  # one broken row must not stall the others
+                logger.exception("delivery attempt crashed", extra={"delivery_id": delivery_id})
+                self._postpone(delivery_id, f"{type(exc).__name__}: {exc}"[:500])
+            done += 1
         return done
+
+    def _postpone(self, delivery_id: int, error: str) -> None:
+        settings = self.ctx.settings
+        with self.ctx.db.begin() as conn:
+            attempts = int(conn.execute(select(deliveries.c.attempts).where(
+                deliveries.c.id == delivery_id)).scalar_one()) + 1
+            delay = backoff_s(settings.export_retry_base_s, settings.export_retry_max_s,
+                              attempts)
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+                attempts=attempts, last_error=error,
+                state="pending" if attempts < MAX_ATTEMPTS else "failed",
+                next_attempt_at=utcnow() + timedelta(seconds=delay)))
 
     def _claim(self, delivery_id: int, due_at: Any) -> bool:
         # Moving next_attempt_at forward is the claim: of two outboxes racing for the
@@ -238,12 +255,16 @@ class Outbox:
         node = get_node(self.ctx.db, row["node_id"])
         todo = [o for o in objects if o["status"] != "sent"]
         started = time.perf_counter()
-        error: str | None = None
         if not node.can_receive:
-            error = "node cannot receive (no host/port, or inactive)"
             for o in todo:
-                o.update(status="refused", error=error)
-        elif todo:
+                o.update(status="refused", error="node cannot receive (no host/port, or inactive)")
+        else:
+            for o in todo:
+                if not (settings.results_dir / o["path"]).is_file():
+                    o.update(status="refused", dimse_status=None,
+                             error="result file missing; sign again to rebuild")
+            todo = [o for o in todo if o["status"] != "refused"]
+        if node.can_receive and todo:
             paths = [settings.results_dir / o["path"] for o in todo]
             try:
                 outcomes = self.sender(node, paths, settings.ae_title)
@@ -256,9 +277,11 @@ class Outbox:
                 o["error"] = out.error
                 o["status"] = ("sent" if out.sent else "pending" if out.retryable
                                else "refused")
-            errors = [o["error"] or f"status 0x{o['dimse_status']:04X}"
-                      for o in todo if o["status"] != "sent"]
-            error = f"{len(errors)} of {len(todo)} not stored: {errors[0]}" if errors else None
+        problems = [o["error"] or (f"status 0x{o['dimse_status']:04X}"
+                                   if o["dimse_status"] is not None else "not sent")
+                    for o in objects if o["status"] != "sent"]
+        error = (f"{len(problems)} of {len(objects)} not stored: {problems[0]}"[:1000]
+                 if problems else None)
         attempts = int(row["attempts"]) + 1
         if all(o["status"] == "sent" for o in objects):
             state = "sent"

@@ -207,3 +207,18 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff_s(5, 600, n) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
     assert backoff_s(5, 600, 30) == 600
     assert outbox.MAX_ATTEMPTS > 1
+
+
+def test_missing_result_file_is_refused_not_retried(ctx: AppContext, scp: StorageSCP) -> None:
+    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
+             kind=NodeKind.PACS, send=("SR", "KOS"))
+    study = seed_study(ctx, n_findings=1)
+    (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+    kos = next(o for o in _row(ctx, delivery_id)["objects"]  # type: ignore[attr-defined]
+               if o["family"] == "KOS")
+    (ctx.settings.results_dir / kos["path"]).unlink()
+    Outbox(ctx).tick()
+    row = _row(ctx, delivery_id)
+    assert row["state"] == "failed"
+    assert "result file missing" in str(row["last_error"]) and "1 of 2" in str(row["last_error"])
+    assert len(scp.received) == 1  # the SR went
