@@ -1,14 +1,19 @@
 """Deterministic synthetic phantoms (chest CT, chest DR, head/neck CTA) with ground truth."""
 
 from training.phantoms.ct import ChestCTConfig, CTPhantom, make_chest_ct
+from training.phantoms.dr import ChestDRConfig, DRNoduleTruth, DRPhantom, make_chest_dr
 from training.phantoms.nodule_shapes import NoduleSpec
 from training.phantoms.nodules import NoduleTruth, insert_nodules
 
 __all__ = [
     "CTPhantom",
     "ChestCTConfig",
+    "ChestDRConfig",
+    "DRNoduleTruth",
+    "DRPhantom",
     "NoduleSpec",
     "NoduleTruth",
     "insert_nodules",
     "make_chest_ct",
+    "make_chest_dr",
 ]

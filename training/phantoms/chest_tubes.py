@@ -27,7 +27,7 @@ def rib_tubes(rng: np.random.Generator, s: ChestShape, warp: Warp) -> list[Tube]
     for i in range(12):
         z_post = s.z_apex + 6.0 - i * spacing
         end = 2.75 if i < 7 else (2.35 if i < 10 else 1.5)
-        drop = rng.uniform(30, 50) * (0.6 if i == 0 else 1.0)
+        drop = rng.uniform(70, 100) * (0.5 if i == 0 else 1.0)
         radius = rng.uniform(4.3, 5.4)
         for side in (-1.0, 1.0):
             phi = np.linspace(0.32, end, 26)

@@ -62,6 +62,7 @@ class ChestCTConfig:
     patient_size: tuple[float, float] = (0.88, 1.12)
     deformation_mm: float = 4.0
     vessel_points_per_tree: int = 3000
+    apex_margin_mm: tuple[float, float] = (12.0, 25.0)  # top of the volume to the lung apex
 
     def __post_init__(self) -> None:
         if self.matrix < 64:
@@ -155,7 +156,9 @@ def make_chest_ct(seed: int, config: ChestCTConfig | None = None) -> CTPhantom:
         (origin[0], origin[1], origin[2] - (ns - 1) / 2.0 * thick / ns),
     )
     z_top = origin[2] + (nz - 1) * thick
-    shape = sample_shape(rng, z_top - float(rng.uniform(12, 25)), acq.patient_size, acq.inhale)
+    shape = sample_shape(
+        rng, z_top - float(rng.uniform(*cfg.apex_margin_mm)), acq.patient_size, acq.inhale
+    )
     warp = Warp.sample(rng, cfg.deformation_mm)
     anat = render(shape, warp, fine)
     draw_tubes(rng, shape, warp, fine, anat, cfg.vessel_points_per_tree)

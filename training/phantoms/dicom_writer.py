@@ -213,7 +213,8 @@ def _dr_dataset(phantom: Any, ctx: _Context, sop: str) -> Dataset:
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.PatientOrientation = ["L", "F"] if proj.view == "PA" else ["R", "F"]
+    # Both views are displayed as if facing the patient (PS3.3 C.7.6.1.1.1).
+    ds.PatientOrientation = ["L", "F"]
     ds.ImageLaterality = "U"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = proj.photometric
@@ -234,14 +235,15 @@ def _dr_dataset(phantom: Any, ctx: _Context, sop: str) -> Dataset:
         ds.RescaleIntercept = "0"
         ds.RescaleSlope = "1"
         ds.RescaleType = "US"
-        ds.PresentationLUTShape = "IDENTITY"
+        # PS3.3 C.8.11.1.1.5: INVERSE for MONOCHROME1, IDENTITY for MONOCHROME2.
+        ds.PresentationLUTShape = "INVERSE" if proj.photometric == "MONOCHROME1" else "IDENTITY"
         ds.LossyImageCompression = "00"
         ds.BurnedInAnnotation = "NO"
         ds.DetectorType = "SCINTILLATOR"
         ds.AcquisitionContextSequence = []
         ds.PixelSpacing = spacing
-        ds.PixelSpacingCalibrationType = "GEOMETRY"
-        ds.AnatomicRegionSequence = [_code("T-D3000", "SRT", "Chest")]
+        ds.PositionerType = ""
+        ds.AnatomicRegionSequence = [_code("51185008", "SCT", "Chest")]
     ds.PixelData = np.ascontiguousarray(image.astype(np.uint16)).tobytes()
     return ds
 
