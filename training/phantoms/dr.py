@@ -267,7 +267,7 @@ def _nodule_truth(
     rib_p = _project(rib, ct, geo, du, nu, nu)
     heart_p = _project(heart, ct, geo, du, nu, nu)
     half = (size - 1) * ps / 2.0
-    out = []
+    out: list[DRNoduleTruth] = []
     for n in ct.nodules:
         vox = np.argwhere(ct.instance_mask == n.index + 1)
         uv = geo.to_detector(vol.index_to_lps(vox))
