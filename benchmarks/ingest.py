@@ -199,8 +199,10 @@ def main() -> int:
     four = [make_series(args.cache / f"ct{i}", args.slices) for i in range(4)]
     size1 = sum(p.stat().st_size for p in one)
     size4 = sum(p.stat().st_size for g in four for p in g)
-    lines = ["| receiver                                     | inst  | wall s  |   inst/s |   MB/s |",
-             "|----------------------------------------------|-------|---------|----------|--------|"]
+    lines = [
+        "| receiver                                     | inst  | wall s  |   inst/s |   MB/s |",
+        "|----------------------------------------------|-------|---------|----------|--------|",
+    ]
     notes = []
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         work = Path(tmp)

@@ -144,7 +144,7 @@ def nodes_main(argv: Sequence[str]) -> int:
                   "send  name")
             for n in rows:
                 addr = f"{n.host}:{n.port}" if n.host else "-"
-                print(f"{n.id:>3}  {n.ae_title:16}  {n.kind.value:8}  {str(n.active):6}  "
+                print(f"{n.id:>3}  {n.ae_title:16}  {n.kind.value:8}  {n.active!s:6}  "
                       f"{addr:22}  {','.join(n.send)}  {n.name}")
         elif args.cmd == "add":
             send = tuple(s.strip().upper() for s in args.send.split(",")) if args.send else None

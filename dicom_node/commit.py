@@ -11,6 +11,7 @@ own rows are committed (DESIGN.md section 4), so batching does not weaken the pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -64,10 +65,8 @@ def write_file_synced(path: Path, chunks: Iterable[bytes]) -> int:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise StorageError(f"could not write {path.name}: {exc.strerror or exc}") from exc
     return size
 

@@ -13,6 +13,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
+from itertools import pairwise
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -78,10 +79,7 @@ def _ascii(ds: Dataset, tag: int) -> str | None:
     value = _raw(ds, tag)
     if value is None:
         return None
-    if isinstance(value, bytes):
-        text = value.decode("ascii", errors="replace")
-    else:
-        text = str(value)
+    text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else str(value)
     text = text.strip("\x00 ")
     return text or None
 
@@ -102,17 +100,17 @@ def _int(ds: Dataset, tag: int, what: str, *, us_fmt: str | None = None) -> int 
             return None
         return int(str(value).split("\\")[0])
     except (ValueError, UnicodeDecodeError, struct.error):
-        raise st.DimseFailure(st.INVALID_IMAGE_ATTRIBUTE, f"{what} is not a valid integer") from None
+        raise st.DimseFailure(
+            st.INVALID_IMAGE_ATTRIBUTE, f"{what} is not a valid integer"
+        ) from None
 
 
 def _text(ds: Dataset, tag: int, charsets: list[str], *, pn: bool = False) -> str | None:
     value = _raw(ds, tag)
     if value is None:
         return None
-    if isinstance(value, bytes):
-        text = decode_text(value, charsets, person_name=pn)
-    else:
-        text = str(value)
+    text = (decode_text(value, charsets, person_name=pn) if isinstance(value, bytes)
+            else str(value))
     return text.strip() or None
 
 
@@ -146,7 +144,7 @@ def _check_structure(ds: Dataset) -> None:
     ends early leaves its last value shorter than its declared length.
     """
     tags = list(ds._dict.keys())
-    if any(b <= a for a, b in zip(tags, tags[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(tags)):
         raise st.DimseFailure(st.UNREADABLE_DATASET, "data elements out of order")
     last = ds._dict[tags[-1]]
     length = getattr(last, "length", None)

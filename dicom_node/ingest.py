@@ -22,8 +22,8 @@ from countyread.errors import StorageError
 from countyread.store import write_durable
 from countyread.uids import derive_uid
 from dicom_node import status as st
-from dicom_node.header import InstanceHeader, read_header
 from dicom_node.commit import GroupCommitter, write_file_synced
+from dicom_node.header import InstanceHeader, read_header
 from dicom_node.index import InstanceIndex, PendingRow
 
 logger = logging.getLogger(__name__)

@@ -104,7 +104,9 @@ class MppsScp:
         uid = str(req.RequestedSOPInstanceUID or "")
         mods = event.modification_list
         with self.ctx.db.begin() as conn:
-            row = conn.execute(select(mpps).where(mpps.c.sop_instance_uid == uid)).mappings().first()
+            row = conn.execute(
+                select(mpps).where(mpps.c.sop_instance_uid == uid)
+            ).mappings().first()
             if row is None:
                 return _status_ds(st.NO_SUCH_OBJECT_INSTANCE, "no such MPPS"), None
             if row["status"] in _FINAL:

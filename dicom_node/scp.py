@@ -111,7 +111,7 @@ class DicomNode:
         """Bind and serve in background threads."""
         s = self.ctx.settings
         ae = self._make_ae()
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),

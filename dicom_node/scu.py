@@ -8,6 +8,7 @@ decoding; otherwise the data set is decoded and sent little endian.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -92,7 +93,7 @@ def _item_from_dataset(ds: Dataset) -> _Item:
 def _contexts(items: Sequence[_Item]) -> list[Any]:
     wanted: list[tuple[str, tuple[str, ...]]] = []
     for it in items:
-        combos = [(it.sop_class, _LE)]
+        combos: list[tuple[str, tuple[str, ...]]] = [(it.sop_class, _LE)]
         if it.transfer_syntax not in _LE:
             combos.insert(0, (it.sop_class, (it.transfer_syntax,)))
         for combo in combos:
@@ -114,10 +115,8 @@ def _batches(items: list[_Item]) -> Iterator[list[_Item]]:
 
 
 def _nodelay(event: Any) -> None:
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (AttributeError, OSError):
-        pass
 
 
 def _send_one(assoc: Any, it: _Item) -> SendResult:

@@ -24,7 +24,7 @@ SCU_AE = "TOWNSHIP1"
 @cache
 def _dcmtk_path(name: str) -> str | None:
     """The dcmtk binary called ``name``; pynetdicom installs same-named Python apps."""
-    dirs = os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/local/bin"]
+    dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]
     for d in dirs:
         candidate = Path(d) / name
         if not (candidate.is_file() and os.access(candidate, os.X_OK)):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.tag import Tag
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
 from tests.dicom_node import synth

@@ -172,8 +172,8 @@ def test_mpps_completed_makes_series_stable_early(
 
 
 def test_monitor_thread_runs_and_reconciles(tmp_path: Path, workdir: Path) -> None:
-    from tests.dicom_node.conftest import make_ctx
     from countyread.nodes import add_node
+    from tests.dicom_node.conftest import make_ctx
 
     ctx = make_ctx(tmp_path / "v", stable_quiet_s=0.5)
     add_node(ctx.db, name="t", ae_title=SCU_AE)
