@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from training.dr.data import Sample, augment, synth_sample, targets
+from training.dr.drr_cache import load_dir
 from training.dr.net import DRNoduleNet
 from training.dr.synth import SynthConfig
 
@@ -44,12 +45,25 @@ class TrainConfig:
     width: int
     seed: int
     checkpoint_every: int
+    # Optional fine-tuning on cached CT-projection DRRs (training/dr/drr_cache.py).
+    init: str = ""  # checkpoint to start from
+    drr_dir: str = "var/training/dr_drr"
+    drr_train_seeds: tuple[int, int] = (0, 0)
+    drr_held_out_seeds: tuple[int, int] = (0, 0)
+    drr_fraction: float = 0.0  # share of each batch drawn from the DRR pool
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-        for key in ("train_seeds", "held_out_seeds", "matrix"):
-            raw[key] = tuple(raw[key])
+        for key in (
+            "train_seeds",
+            "held_out_seeds",
+            "matrix",
+            "drr_train_seeds",
+            "drr_held_out_seeds",
+        ):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw)
 
     def synth(self) -> SynthConfig:
@@ -65,17 +79,56 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
 
 
-def build_pool(cfg: TrainConfig) -> list[Sample]:
+def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
+    """The synthetic training pool, drawn once (and cached beside the checkpoints)."""
     seeds = range(*cfg.train_seeds)
-    return [synth_sample(s, cfg.synth()) for s in tqdm(seeds, desc="phantoms", unit="img")]
+    cache = None
+    if cache_dir is not None:
+        cache = cache_dir / f"pool_{seeds.start}_{seeds.stop}_{cfg.matrix[0]}_{cfg.matrix[1]}.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                images, nodules, counts = z["images"], z["nodules"], z["counts"]
+            out, k = [], 0
+            for img, n in zip(images, counts, strict=True):
+                rows = tuple(tuple(float(v) for v in r) for r in nodules[k : k + n])
+                out.append(Sample(img.astype(np.float32), rows))  # type: ignore[arg-type]
+                k += n
+            return out
+    pool = [synth_sample(s, cfg.synth()) for s in tqdm(seeds, desc="phantoms", unit="img")]
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            images=np.stack([s.image for s in pool]).astype(np.float16),
+            nodules=np.asarray([n for s in pool for n in s.nodules], np.float64).reshape(-1, 4),
+            counts=np.asarray([len(s.nodules) for s in pool], np.int64),
+        )
+        tmp.replace(cache)
+    return pool
+
+
+def flip(s: Sample) -> Sample:
+    """Mirror left-right (more anatomy variety from a small pool); truth mirrored too."""
+    width = s.image.shape[1]
+    nodules = tuple((r, width - 1 - c, d, mm) for r, c, d, mm in s.nodules)
+    return Sample(np.ascontiguousarray(s.image[:, ::-1]), nodules)
 
 
 def batch(
-    pool: list[Sample], idx: np.ndarray, rng: np.random.Generator
+    pool: list[Sample],
+    idx: np.ndarray,
+    rng: np.random.Generator,
+    drr: list[Sample] | None = None,
+    drr_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, ...]:
     xs, hs, ds, ws = [], [], [], []
     for i in idx:
-        s = pool[int(i)]
+        if drr and rng.random() < drr_fraction:
+            s = drr[int(rng.integers(len(drr)))]
+            if rng.random() < 0.5:
+                s = flip(s)
+        else:
+            s = pool[int(i)]
         h, d, w = targets(s)
         xs.append(augment(s.image, rng))
         hs.append(h)
@@ -103,12 +156,19 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
         step = int(state["step"])
         rng = np.random.default_rng([cfg.seed, step])
         logger.info("resumed", extra={"step": step})
-    pool = build_pool(cfg)
+    if cfg.init and step == 0:
+        net.load_state_dict(torch.load(cfg.init, weights_only=False)["model"])
+        logger.info("initialised", extra={"from": cfg.init})
+    pool = build_pool(cfg, out)
+    drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds)) if cfg.drr_fraction else []
+    if cfg.drr_fraction:
+        logger.info("DRR pool", extra={"images": len(drr)})
     t0 = time.monotonic()
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
     while step < cfg.steps:
-        x, h, d, w = batch(pool, rng.integers(0, len(pool), cfg.batch_size), rng)
+        idx = rng.integers(0, len(pool), cfg.batch_size)
+        x, h, d, w = batch(pool, idx, rng, drr, cfg.drr_fraction)
         heat_logits, log_d = net.logits(x)
         l_heat = focal_loss(heat_logits, h)
         l_size = (w * (log_d - d).abs()).sum() / w.sum().clamp(min=1.0)

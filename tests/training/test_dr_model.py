@@ -1,0 +1,46 @@
+"""The shipped DR nodule model: verified artifact, small, fp16 agrees, card meets acceptance."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models.card import SYNTHETIC_STATEMENT
+from models.registry import ModelRegistry
+from training.dr.data import synth_sample
+from training.dr.synth import SynthConfig
+
+
+@pytest.fixture(scope="module")
+def artifact():  # type: ignore[no-untyped-def]
+    return ModelRegistry().load("dr_nodule")
+
+
+def run(path: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
+    h, d = sess.run(["heatmap", "diameter"], {"image": x.astype(dtype)})
+    return np.asarray(h, np.float32), np.asarray(d, np.float32)
+
+
+def test_artifact_is_small_and_documented(artifact) -> None:  # type: ignore[no-untyped-def]
+    assert artifact.onnx_path.stat().st_size <= 20 * 1024 * 1024
+    card = artifact.card
+    assert card.statement == SYNTHETIC_STATEMENT
+    assert card.parity_max_abs_error is not None and card.parity_max_abs_error < 1e-3
+    assert 0.0 < card.operating_threshold < 1.0
+    assert (artifact.directory / "CARD.md").is_file()
+    # acceptance (issue 3): nodules >= 10 mm, sensitivity >= 0.80 at 1 FP per image
+    assert card.metrics["ge10mm_sens_at_1_fp"] >= 0.80
+
+
+def test_outputs_and_fp16_variant_agree(artifact) -> None:  # type: ignore[no-untyped-def]
+    x = synth_sample(931000, SynthConfig(nodule_diameters=(18.0,))).image[None, None]
+    h, d = run(str(artifact.onnx_path), x)
+    assert h.shape == d.shape == (1, 1, 64, 64)
+    assert h.min() >= 0.0 and h.max() <= 1.0 and d.min() > 0.0
+    if artifact.fp16_path is None:
+        pytest.skip("no fp16 variant shipped")
+    h16, _ = run(str(artifact.fp16_path), x)
+    assert np.abs(h16 - h).max() < 0.02
