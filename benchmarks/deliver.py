@@ -2,9 +2,9 @@
 
 Measures what the API does after the sign transaction commits: ``schedule_delivery``
 (load the signed review, build SR/SEG/SC/KOS, write them durably, queue) and the running
-outbox thread sending them by C-STORE, until the study is ``delivered``. The first study
-pays one-time start-up (highdicom loads its standard tables, fonts load); the following
-ones show the steady state of a running service. Goal: <= 2 s.
+outbox thread sending them by C-STORE, until the study is ``delivered``. The outbox
+warms the builders up when it starts (highdicom's standard tables, the caption font), as
+in ``countyread serve``; that start-up cost is printed separately. Goal: <= 2 s.
 
 Orthanc runs in a private network namespace reached over a veth link (it cannot bind to
 loopback only); with ``--peer pynetdicom`` a pynetdicom Storage SCP on 127.0.0.1 is used
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                      kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
             box = Outbox(ctx, poll_s=1.0)
             box.start()
+            t_start = time.perf_counter()
+            box.ready.wait(60)  # a service warms its builders at start, long before a sign
+            warm_s = time.perf_counter() - t_start
             rows = []
             try:
                 for study in seeded:
@@ -103,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
                 box.stop()
         ctx.close()
 
-    print(f"peer: {what}")
+    print(f"peer: {what}; outbox warm-up at start: {warm_s:.3f} s")
     print(f"{'study':>5} {'build+queue s':>14} {'send s':>8} {'sign->delivered s':>18}")
     for i, (build, send, total) in enumerate(rows):
-        note = "  (cold: first build in this process)" if i == 0 else ""
+        note = "  (first sign-off after start)" if i == 0 else ""
         print(f"{i:>5} {build:>14.3f} {send:>8.3f} {total:>18.3f}{note}")
     warm = [r[2] for r in rows[1:]] or [rows[0][2]]
-    print(f"cold sign->delivered: {rows[0][2]:.3f} s; warm median: "
+    print(f"first sign->delivered: {rows[0][2]:.3f} s; then median: "
           f"{statistics.median(warm):.3f} s, max: {max(warm):.3f} s (goal <= 2 s)")
     return 0
 

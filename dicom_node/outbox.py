@@ -32,7 +32,7 @@ from countyread.db import deliveries, studies, utcnow
 from countyread.domain import NodeKind, StudyStatus
 from countyread.errors import NotFoundError
 from countyread.nodes import Node, get_node, list_nodes
-from dicom_node.results.builder import ResultObject, build_results
+from dicom_node.results.builder import ResultObject, build_results, warm_up
 from dicom_node.scu import send_paths
 
 logger = logging.getLogger(__name__)
@@ -178,6 +178,8 @@ class Outbox:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Set once the background thread has warmed up the builders and runs.
+        self.ready = threading.Event()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -194,6 +196,11 @@ class Outbox:
             self._thread = None
 
     def _run(self) -> None:
+        try:
+            warm_up()
+        except Exception:  # a cold first build is slower, not broken
+            logger.exception("builder warm-up failed")
+        self.ready.set()
         while not self._stop.is_set():
             try:
                 while self.tick():

@@ -19,13 +19,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import highdicom as hd
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
 from countyread.context import AppContext
 from countyread.store import write_durable
-from countyread.uids import validate_uid
-from dicom_node.results.common import Family, SignedStudy
+from countyread.uids import derive_uid, validate_uid
+from dicom_node.results.common import MANUFACTURER, Family, SignedStudy
 from dicom_node.results.inputs import load_signed_study
 from dicom_node.results.ko import build_kos
 from dicom_node.results.render import build_cta_renders
@@ -135,6 +137,24 @@ def build_datasets(signed: SignedStudy, previous_sr: list[Dataset]) -> list[tupl
         logger.info("extra series built", extra={"series": name, "count": len(datasets)})
         out.extend((family, ds) for ds in datasets)
     return out
+
+
+def warm_up() -> None:
+    """Pay one-time costs (highdicom's standard tables, the caption font) off the sign path.
+
+    The first object highdicom builds in a process loads its copy of the standard (about
+    a second); a service calls this at start so the first sign-off is as fast as the rest.
+    """
+    from dicom_node.results.sc import _font
+
+    _font(14)
+    hd.sc.SCImage(
+        pixel_array=np.zeros((2, 2, 3), dtype=np.uint8), photometric_interpretation="RGB",
+        bits_allocated=8, coordinate_system="PATIENT",
+        study_instance_uid=derive_uid("warm-up", "study"),
+        series_instance_uid=derive_uid("warm-up", "series"), series_number=1,
+        sop_instance_uid=derive_uid("warm-up", "instance"), instance_number=1,
+        manufacturer=MANUFACTURER, patient_orientation=("L", "P"))
 
 
 def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
