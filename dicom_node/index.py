@@ -56,13 +56,18 @@ class KnownInstance:
 
 
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert a row unless its primary key exists; True when a row was added."""
+    """Insert a row unless its primary key exists; True when a row was added.
+
+    RETURNING tells the two cases apart on both dialects (rowcount is not reliable for
+    ``ON CONFLICT DO NOTHING`` through every driver).
+    """
     stmt: Any
+    pk = next(iter(table.primary_key.columns))
     if conn.dialect.name == "postgresql":
         stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     else:
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt).rowcount == 1)
+    return conn.execute(stmt.returning(pk)).first() is not None
 
 
 class InstanceIndex:

@@ -186,3 +186,47 @@ def test_resend_is_deduplicated(node: DicomNode, ctx: AppContext, workdir: Path)
     assert storescu(node.port, *paths).returncode == 0
     _, series_rows, inst_rows = stored_rows(ctx)
     assert len(inst_rows) == 5 and series_rows[0]["instance_count"] == 5
+
+
+def test_deflate_big_endian_and_multiframe_stored_as_sent(
+    node: DicomNode, ctx: AppContext, workdir: Path
+) -> None:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from tests.dicom_node.conftest import dcmtk
+
+    study, ser = synth.uid("dbm", "study"), synth.uid("dbm", "series")
+    deflated = synth.ct_slice(0, study_uid=study, series_uid=ser, size=32)
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    p_defl = workdir / "deflated.dcm"
+    deflated.save_as(p_defl, enforce_file_format=True)
+    src = synth.ct_slice(1, study_uid=study, series_uid=ser, size=32)
+    p_src = workdir / "le.dcm"
+    src.save_as(p_src, enforce_file_format=True)
+    p_be = workdir / "be.dcm"
+    out = run_dcmtk("dcmconv", "+tb", str(p_src), str(p_be))
+    assert out.returncode == 0, out.stderr
+    frames = synth.ct_slice(2, study_uid=study, series_uid=synth.uid("dbm", "sc"), size=32)
+    frames.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"  # multi-frame grayscale word SC
+    frames.file_meta.MediaStorageSOPClassUID = frames.SOPClassUID
+    frames.NumberOfFrames = 3
+    frames.PixelData = frames.PixelData * 3
+    p_mf = workdir / "multiframe.dcm"
+    frames.save_as(p_mf, enforce_file_format=True)
+    assert dcmtk("dcmconv")
+    paths = [p_defl, p_be, p_mf]
+    results = send_paths("127.0.0.1", node.port, "COUNTYREAD", paths, calling_ae=SCU_AE)
+    assert [r.ok for r in results] == [True, True, True], results
+    _, _, inst_rows = stored_rows(ctx)
+    by_sop = {r["sop_instance_uid"]: r for r in inst_rows}
+    for p in paths:
+        ds = dcmread(p, stop_before_pixels=True)
+        row = by_sop[ds.SOPInstanceUID]
+        assert row["transfer_syntax_uid"] == ds.file_meta.TransferSyntaxUID
+        assert dataset_bytes(ctx.store.absolute(row["path"])) == dataset_bytes(p)
+    # A multi-frame object whose pixel data holds fewer frames than it claims is refused.
+    frames.SOPInstanceUID = frames.file_meta.MediaStorageSOPInstanceUID = synth.uid("mf2")
+    frames.NumberOfFrames = 4
+    frames.save_as(p_mf, enforce_file_format=True)
+    bad = send_paths("127.0.0.1", node.port, "COUNTYREAD", [p_mf], calling_ae=SCU_AE)
+    assert bad[0].status == 0xA902
