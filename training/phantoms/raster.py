@@ -103,6 +103,32 @@ def segment_depth(
     return (radius - dist).astype(np.float32)
 
 
+def segment_occupancy(
+    grid: Grid,
+    p0: npt.ArrayLike,
+    p1: npt.ArrayLike,
+    r0: float,
+    r1: float,
+    edge_mm: float,
+    inset_mm: float = 0.0,
+) -> tuple[tuple[slice, slice, slice], U8] | None:
+    """Soft occupancy (0..255) of a tapered capsule over its index box; None if off-grid.
+
+    ``inset_mm`` shrinks the capsule, which draws the marrow inside a cortical shell.
+    """
+    a = np.asarray(p0, dtype=np.float64)
+    b = np.asarray(p1, dtype=np.float64)
+    r0i, r1i = r0 - inset_mm, r1 - inset_mm
+    if max(r0i, r1i) <= 0:
+        return None
+    m = max(r0i, r1i) + edge_mm
+    sl = grid.box(np.minimum(a, b) - m, np.maximum(a, b) + m)
+    if sl is None:
+        return None
+    depth = segment_depth(grid, sl, a, b, max(r0i, 0.05), max(r1i, 0.05))
+    return sl, (soft_edge(depth, edge_mm) * 255.0 + 0.5).astype(np.uint8)
+
+
 def draw_segment(
     field: U8,
     grid: Grid,
@@ -113,22 +139,11 @@ def draw_segment(
     edge_mm: float,
     inset_mm: float = 0.0,
 ) -> None:
-    """Max-combine a tapered capsule's soft occupancy (0..255) into ``field`` in place.
-
-    ``inset_mm`` shrinks the capsule, which draws the marrow inside a cortical shell.
-    """
-    a = np.asarray(p0, dtype=np.float64)
-    b = np.asarray(p1, dtype=np.float64)
-    r0i, r1i = r0 - inset_mm, r1 - inset_mm
-    if max(r0i, r1i) <= 0:
-        return
-    m = max(r0i, r1i) + edge_mm
-    sl = grid.box(np.minimum(a, b) - m, np.maximum(a, b) + m)
-    if sl is None:
-        return
-    depth = segment_depth(grid, sl, a, b, max(r0i, 0.05), max(r1i, 0.05))
-    occ = (soft_edge(depth, edge_mm) * 255.0 + 0.5).astype(np.uint8)
-    np.maximum(field[sl], occ, out=field[sl])
+    """Max-combine a tapered capsule's soft occupancy (0..255) into ``field`` in place."""
+    got = segment_occupancy(grid, p0, p1, r0, r1, edge_mm, inset_mm)
+    if got is not None:
+        sl, occ = got
+        np.maximum(field[sl], occ, out=field[sl])
 
 
 def smooth_1d(rng: np.random.Generator, coords: F32, amplitude: float, wavelength: float) -> F32:

@@ -1,0 +1,125 @@
+"""Stenoses (NASCET-graded), occlusions and calcified plaques on CTA centrelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from training.phantoms.cta_vessels import Path3
+
+STEP_MM = 0.5
+
+#: Where lesions sit (mm of arc length from the vessel's start), by vessel.
+SITES: dict[str, tuple[float, float]] = {
+    "ICA_L": (3.0, 30.0),
+    "ICA_R": (3.0, 30.0),
+    "CCA_L": (40.0, 90.0),
+    "CCA_R": (30.0, 80.0),
+    "VA_L": (2.0, 15.0),
+    "VA_R": (2.0, 15.0),
+    "BA": (4.0, 18.0),
+    "M1_L": (4.0, 14.0),
+    "M1_R": (4.0, 14.0),
+}
+OCCLUSION_SITES: dict[str, tuple[float, float]] = {
+    "ICA_L": (5.0, 25.0),
+    "ICA_R": (5.0, 25.0),
+    "M1_L": (4.0, 12.0),
+    "M1_R": (4.0, 12.0),
+    "VA_L": (5.0, 30.0),
+    "VA_R": (5.0, 30.0),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Stenosis:
+    """Diameter reduction: percent = 100 * (1 - min_diameter / reference_diameter)."""
+
+    vessel: str
+    center_lps: tuple[float, float, float]
+    center_index: int
+    percent: float
+    length_mm: float
+    min_diameter_mm: float
+    reference_lps: tuple[float, float, float]
+    reference_index: int
+    reference_diameter_mm: float
+    method: str = "NASCET"
+
+
+@dataclass(frozen=True, slots=True)
+class Occlusion:
+    """The vessel has no lumen from ``start_lps`` on (its distal branches are absent too)."""
+
+    vessel: str
+    start_lps: tuple[float, float, float]
+    start_index: int
+    length_mm: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plaque:
+    vessel: str
+    center_lps: tuple[float, float, float]
+    radius_mm: float
+    hu: float
+
+
+def _t(p: np.ndarray) -> tuple[float, float, float]:
+    return (round(float(p[0]), 2), round(float(p[1]), 2), round(float(p[2]), 2))
+
+
+def add_stenosis(
+    rng: np.random.Generator, path: Path3, percent: float, length_mm: float
+) -> tuple[Path3, Stenosis]:
+    """Narrow ``path`` with a smooth (cos^2) waist graded against the distal normal lumen."""
+    lo, hi = SITES[path.name]
+    n = len(path.radius)
+    s0 = float(rng.uniform(lo, min(hi, (n - 1) * STEP_MM - length_mm - 12.0)))
+    i0 = round(s0 / STEP_MM)
+    i_ref = min(n - 1, i0 + round((length_mm / 2 + 10.0) / STEP_MM))
+    r_ref = float(path.radius[i_ref])
+    r_min = (1.0 - percent / 100.0) * r_ref
+    s = (np.arange(n) - i0) * STEP_MM
+    w = np.where(np.abs(s) < length_mm / 2, np.cos(np.pi * s / length_mm) ** 2, 0.0)
+    radius = path.radius - w * np.maximum(path.radius - r_min, 0.0)
+    radius[i0] = r_min
+    st = Stenosis(
+        vessel=path.name,
+        center_lps=_t(path.points[i0]),
+        center_index=i0,
+        percent=round(percent, 1),
+        length_mm=round(length_mm, 1),
+        min_diameter_mm=round(2 * r_min, 3),
+        reference_lps=_t(path.points[i_ref]),
+        reference_index=i_ref,
+        reference_diameter_mm=round(2 * r_ref, 3),
+    )
+    return replace(path, radius=radius), st
+
+
+def add_occlusion(rng: np.random.Generator, path: Path3) -> tuple[Path3, Occlusion]:
+    lo, hi = OCCLUSION_SITES[path.name]
+    n = len(path.radius)
+    i0 = round(float(rng.uniform(lo, min(hi, (n - 2) * STEP_MM))) / STEP_MM)
+    # The lumen tapers to a stump over 2 mm, as thrombus fills it.
+    radius = path.radius.copy()
+    taper = np.arange(max(0, i0 - 4), i0)
+    radius[taper] *= np.linspace(1.0, 0.5, len(taper)) if len(taper) else 1.0
+    occ = Occlusion(path.name, _t(path.points[i0]), i0, round((n - 1 - i0) * STEP_MM, 1))
+    return replace(path, radius=radius, drawn_until=i0), occ
+
+
+def make_plaque(rng: np.random.Generator, path: Path3) -> Plaque:
+    """A calcified plaque on the wall, partly bulging into the lumen."""
+    n = len(path.radius)
+    i = int(rng.integers(min(4, n - 1), max(5, min(n - 1, int(40 / STEP_MM)))))
+    tang = path.points[min(n - 1, i + 1)] - path.points[max(0, i - 1)]
+    tang /= np.linalg.norm(tang)
+    d = rng.normal(size=3)
+    d -= tang * (d @ tang)
+    d /= np.linalg.norm(d)
+    rp = float(rng.uniform(0.8, 2.0))
+    center = path.points[i] + d * (path.radius[i] + 0.3 * rp)
+    return Plaque(path.name, _t(center), round(rp, 2), round(float(rng.uniform(800, 1500)), 0))
