@@ -46,8 +46,12 @@ def _peer(kind: str, workdir: Path) -> Iterator[tuple[str, int, str, str]]:
         from tests.peers.orthanc import orthanc_peer
 
         with orthanc_peer(workdir) as orthanc:
-            yield (orthanc.address, orthanc.dicom_port, orthanc.ae_title,
-                   f"Orthanc {orthanc.get('/system')['Version']} via veth {orthanc.address}")
+            yield (
+                orthanc.address,
+                orthanc.dicom_port,
+                orthanc.ae_title,
+                f"Orthanc {orthanc.get('/system')['Version']} via veth {orthanc.address}",
+            )
     else:
         from tests.peers.storage_scp import StorageSCP
 
@@ -60,8 +64,11 @@ def _peer(kind: str, workdir: Path) -> Iterator[tuple[str, int, str, str]]:
 
 def _status(ctx: AppContext, study_uid: str) -> str:
     with ctx.db.begin() as conn:
-        return str(conn.execute(select(studies.c.status).where(
-            studies.c.study_uid == study_uid)).scalar_one())
+        return str(
+            conn.execute(
+                select(studies.c.status).where(studies.c.study_uid == study_uid)
+            ).scalar_one()
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,14 +84,31 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         (root / "peer").mkdir()
         ctx = AppContext.create(load_settings(data_dir=root / "var", environment="test"))
-        print(f"seeding {args.studies} studies: {args.slices} x {args.size}^2 CT, "
-              f"{args.findings} confirmed findings each ...", flush=True)
-        seeded = [seed_study(ctx, n_slices=args.slices, size=args.size,
-                             n_findings=args.findings, tag=f"bench-{i}")
-                  for i in range(args.studies)]
+        print(
+            f"seeding {args.studies} studies: {args.slices} x {args.size}^2 CT, "
+            f"{args.findings} confirmed findings each ...",
+            flush=True,
+        )
+        seeded = [
+            seed_study(
+                ctx,
+                n_slices=args.slices,
+                size=args.size,
+                n_findings=args.findings,
+                tag=f"bench-{i}",
+            )
+            for i in range(args.studies)
+        ]
         with _peer(args.peer, root / "peer") as (host, port, ae, what):
-            add_node(ctx.db, name="bench PACS", ae_title=ae, host=host, port=port,
-                     kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+            add_node(
+                ctx.db,
+                name="bench PACS",
+                ae_title=ae,
+                host=host,
+                port=port,
+                kind=NodeKind.PACS,
+                send=("SR", "SEG", "SC", "KOS"),
+            )
             box = Outbox(ctx, poll_s=1.0)
             box.start()
             t_start = time.perf_counter()
@@ -112,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         note = "  (first sign-off after start)" if i == 0 else ""
         print(f"{i:>5} {build:>14.3f} {send:>8.3f} {total:>18.3f}{note}")
     warm = [r[2] for r in rows[1:]] or [rows[0][2]]
-    print(f"first sign->delivered: {rows[0][2]:.3f} s; then median: "
-          f"{statistics.median(warm):.3f} s, max: {max(warm):.3f} s (goal <= 2 s)")
+    print(
+        f"first sign->delivered: {rows[0][2]:.3f} s; then median: "
+        f"{statistics.median(warm):.3f} s, max: {max(warm):.3f} s (goal <= 2 s)"
+    )
     return 0
 
 

@@ -61,13 +61,15 @@ class ObjectOutcome:
     @property
     def sent(self) -> bool:
         # Success, or a warning (0x0001, 0xB0xx: stored with coercion, PS3.4 B.2.3).
-        return self.status is not None and (self.status == 0 or self.status == 0x0001
-                                            or (self.status & 0xF000) == 0xB000)
+        return self.status is not None and (
+            self.status == 0 or self.status == 0x0001 or (self.status & 0xF000) == 0xB000
+        )
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or (self.status & 0xFF00) == 0xA700 or (
-            self.status in _TRANSIENT)
+        return (
+            self.status is None or (self.status & 0xFF00) == 0xA700 or (self.status in _TRANSIENT)
+        )
 
 
 #: Sends ``paths`` to ``node``; one outcome per path, in order.
@@ -82,9 +84,16 @@ def scu_sender(node: Node, paths: Sequence[Path], calling_ae: str) -> list[Objec
 
 
 def _object_entry(o: ResultObject) -> dict[str, Any]:
-    return {"family": o.family, "sop_class_uid": o.sop_class_uid,
-            "sop_instance_uid": o.sop_instance_uid, "series_uid": o.series_uid,
-            "path": o.path, "status": "pending", "dimse_status": None, "error": None}
+    return {
+        "family": o.family,
+        "sop_class_uid": o.sop_class_uid,
+        "sop_instance_uid": o.sop_instance_uid,
+        "series_uid": o.series_uid,
+        "path": o.path,
+        "status": "pending",
+        "dimse_status": None,
+        "error": None,
+    }
 
 
 def _destinations(ctx: AppContext, source_node_id: int | None) -> list[Node]:
@@ -116,33 +125,61 @@ def schedule_delivery(ctx: AppContext, study_uid: str) -> list[int]:
         ).scalar_one()
     with ctx.db.begin() as conn:
         # An amendment supersedes: older revisions not yet delivered are not sent after it.
-        conn.execute(update(deliveries).where(and_(
-            deliveries.c.study_uid == study_uid, deliveries.c.revision < result.revision,
-            deliveries.c.state == "pending")).values(
-            state="failed", last_error=f"superseded by revision {result.revision}"))
+        conn.execute(
+            update(deliveries)
+            .where(
+                and_(
+                    deliveries.c.study_uid == study_uid,
+                    deliveries.c.revision < result.revision,
+                    deliveries.c.state == "pending",
+                )
+            )
+            .values(state="failed", last_error=f"superseded by revision {result.revision}")
+        )
     ids: list[int] = []
     for node in _destinations(ctx, source_node_id):
         objects = result.of(*node.send)
         if not objects:
-            logger.info("node wants none of the built families", extra={
-                "study_uid": study_uid, "node_id": node.id, "send": ",".join(node.send)})
+            logger.info(
+                "node wants none of the built families",
+                extra={"study_uid": study_uid, "node_id": node.id, "send": ",".join(node.send)},
+            )
             continue
         try:
             with ctx.db.begin() as conn:
-                res = conn.execute(deliveries.insert().values(
-                    study_uid=study_uid, node_id=node.id, revision=result.revision,
-                    objects=[_object_entry(o) for o in objects], state="pending",
-                    attempts=0, next_attempt_at=utcnow()))
+                res = conn.execute(
+                    deliveries.insert().values(
+                        study_uid=study_uid,
+                        node_id=node.id,
+                        revision=result.revision,
+                        objects=[_object_entry(o) for o in objects],
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=utcnow(),
+                    )
+                )
                 pk = res.inserted_primary_key
                 assert pk is not None
                 ids.append(int(pk[0]))
         except IntegrityError:
             with ctx.db.begin() as conn:
-                ids.append(int(conn.execute(select(deliveries.c.id).where(and_(
-                    deliveries.c.study_uid == study_uid, deliveries.c.node_id == node.id,
-                    deliveries.c.revision == result.revision))).scalar_one()))
-    logger.info("deliveries scheduled", extra={
-        "study_uid": study_uid, "revision": result.revision, "deliveries": len(ids)})
+                ids.append(
+                    int(
+                        conn.execute(
+                            select(deliveries.c.id).where(
+                                and_(
+                                    deliveries.c.study_uid == study_uid,
+                                    deliveries.c.node_id == node.id,
+                                    deliveries.c.revision == result.revision,
+                                )
+                            )
+                        ).scalar_one()
+                    )
+                )
+    logger.info(
+        "deliveries scheduled",
+        extra={"study_uid": study_uid, "revision": result.revision, "deliveries": len(ids)},
+    )
     _wakeup.set()
     return ids
 
@@ -150,15 +187,19 @@ def schedule_delivery(ctx: AppContext, study_uid: str) -> list[int]:
 def resend(ctx: AppContext, delivery_id: int) -> None:
     """Queue every object of a delivery again, now (the peer de-duplicates by UID)."""
     with ctx.db.begin() as conn:
-        row = conn.execute(select(deliveries.c.objects).where(
-            deliveries.c.id == delivery_id)).first()
+        row = conn.execute(
+            select(deliveries.c.objects).where(deliveries.c.id == delivery_id)
+        ).first()
         if row is None:
             raise NotFoundError(f"delivery {delivery_id} not found")
-        objects = [{**o, "status": "pending", "dimse_status": None, "error": None}
-                   for o in row[0]]
-        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
-            state="pending", attempts=0, objects=objects, next_attempt_at=utcnow(),
-            sent_at=None))
+        objects = [{**o, "status": "pending", "dimse_status": None, "error": None} for o in row[0]]
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(
+                state="pending", attempts=0, objects=objects, next_attempt_at=utcnow(), sent_at=None
+            )
+        )
     logger.info("delivery re-queued", extra={"delivery_id": delivery_id})
     _wakeup.set()
 
@@ -171,8 +212,9 @@ def backoff_s(base_s: float, max_s: float, attempts: int) -> float:
 class Outbox:
     """Sends due deliveries; ``tick`` once (tests) or ``start`` a background thread."""
 
-    def __init__(self, ctx: AppContext, *, sender: Sender | None = None,
-                 poll_s: float = 1.0) -> None:
+    def __init__(
+        self, ctx: AppContext, *, sender: Sender | None = None, poll_s: float = 1.0
+    ) -> None:
         self.ctx = ctx
         self.sender = sender or scu_sender
         self.poll_s = poll_s
@@ -202,23 +244,29 @@ class Outbox:
             logger.exception("builder warm-up failed")
         self.ready.set()
         while not self._stop.is_set():
+            # Cleared before the tick, so a schedule arriving during it is not lost.
+            _wakeup.clear()
             try:
                 while self.tick():
                     pass
             except Exception:  # the loop must outlive a bad row or a database hiccup
                 logger.exception("outbox tick failed")
             _wakeup.wait(self.poll_s)
-            _wakeup.clear()
 
     def tick(self) -> int:
         """Attempt every delivery that is due now; return how many were attempted."""
         now = utcnow()
         with self.ctx.db.begin() as conn:
-            due = list(conn.execute(
-                select(deliveries.c.id, deliveries.c.next_attempt_at)
-                .where(and_(deliveries.c.state == "pending",
-                            deliveries.c.next_attempt_at <= now))
-                .order_by(deliveries.c.next_attempt_at).limit(_BATCH)))
+            due = list(
+                conn.execute(
+                    select(deliveries.c.id, deliveries.c.next_attempt_at)
+                    .where(
+                        and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now)
+                    )
+                    .order_by(deliveries.c.next_attempt_at)
+                    .limit(_BATCH)
+                )
+            )
         done = 0
         for delivery_id, due_at in due:
             if not self._claim(delivery_id, due_at):
@@ -234,30 +282,51 @@ class Outbox:
     def _postpone(self, delivery_id: int, error: str) -> None:
         settings = self.ctx.settings
         with self.ctx.db.begin() as conn:
-            attempts = int(conn.execute(select(deliveries.c.attempts).where(
-                deliveries.c.id == delivery_id)).scalar_one()) + 1
-            delay = backoff_s(settings.export_retry_base_s, settings.export_retry_max_s,
-                              attempts)
-            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
-                attempts=attempts, last_error=error,
-                state="pending" if attempts < MAX_ATTEMPTS else "failed",
-                next_attempt_at=utcnow() + timedelta(seconds=delay)))
+            attempts = (
+                int(
+                    conn.execute(
+                        select(deliveries.c.attempts).where(deliveries.c.id == delivery_id)
+                    ).scalar_one()
+                )
+                + 1
+            )
+            delay = backoff_s(settings.export_retry_base_s, settings.export_retry_max_s, attempts)
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    attempts=attempts,
+                    last_error=error,
+                    state="pending" if attempts < MAX_ATTEMPTS else "failed",
+                    next_attempt_at=utcnow() + timedelta(seconds=delay),
+                )
+            )
 
     def _claim(self, delivery_id: int, due_at: Any) -> bool:
         # Moving next_attempt_at forward is the claim: of two outboxes racing for the
         # row only one update matches the old value.
         with self.ctx.db.begin() as conn:
-            res = conn.execute(update(deliveries).where(and_(
-                deliveries.c.id == delivery_id, deliveries.c.state == "pending",
-                deliveries.c.next_attempt_at == due_at)).values(
-                next_attempt_at=utcnow() + timedelta(seconds=CLAIM_LEASE_S)))
+            res = conn.execute(
+                update(deliveries)
+                .where(
+                    and_(
+                        deliveries.c.id == delivery_id,
+                        deliveries.c.state == "pending",
+                        deliveries.c.next_attempt_at == due_at,
+                    )
+                )
+                .values(next_attempt_at=utcnow() + timedelta(seconds=CLAIM_LEASE_S))
+            )
         return bool(res.rowcount == 1)
 
     def _deliver(self, delivery_id: int) -> None:
         settings = self.ctx.settings
         with self.ctx.db.begin() as conn:
-            row = conn.execute(select(deliveries).where(
-                deliveries.c.id == delivery_id)).mappings().one()
+            row = (
+                conn.execute(select(deliveries).where(deliveries.c.id == delivery_id))
+                .mappings()
+                .one()
+            )
         objects = [dict(o) for o in row["objects"]]
         node = get_node(self.ctx.db, row["node_id"])
         todo = [o for o in objects if o["status"] != "sent"]
@@ -268,8 +337,11 @@ class Outbox:
         else:
             for o in todo:
                 if not (settings.results_dir / o["path"]).is_file():
-                    o.update(status="refused", dimse_status=None,
-                             error="result file missing; sign again to rebuild")
+                    o.update(
+                        status="refused",
+                        dimse_status=None,
+                        error="result file missing; sign again to rebuild",
+                    )
             todo = [o for o in todo if o["status"] != "refused"]
         if node.can_receive and todo:
             paths = [settings.results_dir / o["path"] for o in todo]
@@ -282,13 +354,20 @@ class Outbox:
             for o, out in zip(todo, outcomes, strict=False):
                 o["dimse_status"] = out.status
                 o["error"] = out.error
-                o["status"] = ("sent" if out.sent else "pending" if out.retryable
-                               else "refused")
-        problems = [o["error"] or (f"status 0x{o['dimse_status']:04X}"
-                                   if o["dimse_status"] is not None else "not sent")
-                    for o in objects if o["status"] != "sent"]
-        error = (f"{len(problems)} of {len(objects)} not stored: {problems[0]}"[:1000]
-                 if problems else None)
+                o["status"] = "sent" if out.sent else "pending" if out.retryable else "refused"
+        problems = [
+            o["error"]
+            or (
+                f"status 0x{o['dimse_status']:04X}" if o["dimse_status"] is not None else "not sent"
+            )
+            for o in objects
+            if o["status"] != "sent"
+        ]
+        error = (
+            f"{len(problems)} of {len(objects)} not stored: {problems[0]}"[:1000]
+            if problems
+            else None
+        )
         attempts = int(row["attempts"]) + 1
         if all(o["status"] == "sent" for o in objects):
             state = "sent"
@@ -299,25 +378,54 @@ class Outbox:
         now = utcnow()
         delay = backoff_s(settings.export_retry_base_s, settings.export_retry_max_s, attempts)
         with self.ctx.db.begin() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
-                objects=objects, state=state, attempts=attempts, last_error=error,
-                next_attempt_at=now + timedelta(seconds=delay) if state == "pending" else now,
-                sent_at=now if state == "sent" else None))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    objects=objects,
+                    state=state,
+                    attempts=attempts,
+                    last_error=error,
+                    next_attempt_at=now + timedelta(seconds=delay) if state == "pending" else now,
+                    sent_at=now if state == "sent" else None,
+                )
+            )
             if state == "sent":
                 self._maybe_delivered(conn, row["study_uid"], int(row["revision"]))
-        logger.info("delivery attempted", extra={
-            "delivery_id": delivery_id, "study_uid": row["study_uid"], "node": node.ae_title,
-            "state": state, "attempt": attempts, "objects": len(todo),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+        logger.info(
+            "delivery attempted",
+            extra={
+                "delivery_id": delivery_id,
+                "study_uid": row["study_uid"],
+                "node": node.ae_title,
+                "state": state,
+                "attempt": attempts,
+                "objects": len(todo),
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
 
     @staticmethod
     def _maybe_delivered(conn: Any, study_uid: str, revision: int) -> None:
-        states = {r[0] for r in conn.execute(select(deliveries.c.state).where(and_(
-            deliveries.c.study_uid == study_uid, deliveries.c.revision == revision)))}
+        states = {
+            r[0]
+            for r in conn.execute(
+                select(deliveries.c.state).where(
+                    and_(deliveries.c.study_uid == study_uid, deliveries.c.revision == revision)
+                )
+            )
+        }
         if states == {"sent"}:
             # Only a study still signed at this revision becomes delivered; one reopened
             # for amendment keeps its review status.
-            conn.execute(update(studies).where(and_(
-                studies.c.study_uid == study_uid, studies.c.revision == revision,
-                studies.c.status == StudyStatus.SIGNED.value)).values(
-                status=StudyStatus.DELIVERED.value))
+            conn.execute(
+                update(studies)
+                .where(
+                    and_(
+                        studies.c.study_uid == study_uid,
+                        studies.c.revision == revision,
+                        studies.c.status == StudyStatus.SIGNED.value,
+                    )
+                )
+                .values(status=StudyStatus.DELIVERED.value)
+            )

@@ -88,15 +88,17 @@ def _read_manifest(path: Path) -> ResultSet | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    return ResultSet(data["study_uid"], int(data["revision"]),
-                     tuple(ResultObject(**o) for o in data["objects"]))
+    return ResultSet(
+        data["study_uid"], int(data["revision"]), tuple(ResultObject(**o) for o in data["objects"])
+    )
 
 
 def _previous_sr(results_dir: Path, signed: SignedStudy) -> list[Dataset]:
     """The SR of the latest earlier revision that was built, if any."""
     for rev in range(signed.revision - 1, 0, -1):
-        previous = _read_manifest(revision_dir(results_dir, signed.study_uid, rev)
-                                  / "manifest.json")
+        previous = _read_manifest(
+            revision_dir(results_dir, signed.study_uid, rev) / "manifest.json"
+        )
         if previous is None:
             continue
         return [pydicom.dcmread(results_dir / o.path) for o in previous.of(Family.SR)]
@@ -149,12 +151,18 @@ def warm_up() -> None:
 
     _font(14)
     hd.sc.SCImage(
-        pixel_array=np.zeros((2, 2, 3), dtype=np.uint8), photometric_interpretation="RGB",
-        bits_allocated=8, coordinate_system="PATIENT",
+        pixel_array=np.zeros((2, 2, 3), dtype=np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
         study_instance_uid=derive_uid("warm-up", "study"),
-        series_instance_uid=derive_uid("warm-up", "series"), series_number=1,
-        sop_instance_uid=derive_uid("warm-up", "instance"), instance_number=1,
-        manufacturer=MANUFACTURER, patient_orientation=("L", "P"))
+        series_instance_uid=derive_uid("warm-up", "series"),
+        series_number=1,
+        sop_instance_uid=derive_uid("warm-up", "instance"),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P"),
+    )
 
 
 def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
@@ -172,14 +180,34 @@ def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
         sop = validate_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
         path = rev_dir / family.value / f"{sop}.dcm"
         write_durable(path, _encode(ds))
-        objects.append(ResultObject(
-            family=family.value, sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=sop,
-            series_uid=str(ds.SeriesInstanceUID), path=str(path.relative_to(results_dir))))
+        objects.append(
+            ResultObject(
+                family=family.value,
+                sop_class_uid=str(ds.SOPClassUID),
+                sop_instance_uid=sop,
+                series_uid=str(ds.SeriesInstanceUID),
+                path=str(path.relative_to(results_dir)),
+            )
+        )
     result = ResultSet(study_uid, signed.revision, tuple(objects))
-    write_durable(manifest, json.dumps({
-        "study_uid": study_uid, "revision": signed.revision,
-        "objects": [asdict(o) for o in objects]}, indent=1).encode("utf-8"))
-    logger.info("results built", extra={
-        "study_uid": study_uid, "revision": signed.revision, "objects": len(objects),
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+    write_durable(
+        manifest,
+        json.dumps(
+            {
+                "study_uid": study_uid,
+                "revision": signed.revision,
+                "objects": [asdict(o) for o in objects],
+            },
+            indent=1,
+        ).encode("utf-8"),
+    )
+    logger.info(
+        "results built",
+        extra={
+            "study_uid": study_uid,
+            "revision": signed.revision,
+            "objects": len(objects),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
     return result

@@ -105,8 +105,7 @@ def finding_sites(kind: str, attributes: dict[str, str]) -> list[hd.sr.FindingSi
 
 
 # Measurement names (as the pipelines write them) -> (concept, qualifier, UCUM unit).
-_UNITS = {"mm": codes.UCUM.Millimeter, "mm3": codes.UCUM.CubicMillimeter,
-          "%": codes.UCUM.Percent}
+_UNITS = {"mm": codes.UCUM.Millimeter, "mm3": codes.UCUM.CubicMillimeter, "%": codes.UCUM.Percent}
 _MEASUREMENTS: dict[str, tuple[Code, Code | None]] = {
     "long_axis": (codes.SCT.LongAxis, None),
     "short_axis": (codes.SCT.ShortAxis, None),
@@ -149,13 +148,17 @@ _COMPOSITIONS = {
 }
 
 
-def qualitative(kind: str, category: str | None,
-                attributes: dict[str, str]) -> list[hd.sr.QualitativeEvaluation]:
+def qualitative(
+    kind: str, category: str | None, attributes: dict[str, str]
+) -> list[hd.sr.QualitativeEvaluation]:
     """Lung-RADS category and composition for nodules; the grade for stenoses."""
     out: list[hd.sr.QualitativeEvaluation] = []
     if category and kind.lower() in {"nodule", "dr_nodule"}:
-        out.append(hd.sr.QualitativeEvaluation(
-            LUNG_RADS, private(f"LR{category.upper()}"[:16], f"Lung-RADS {category.upper()}")))
+        out.append(
+            hd.sr.QualitativeEvaluation(
+                LUNG_RADS, private(f"LR{category.upper()}"[:16], f"Lung-RADS {category.upper()}")
+            )
+        )
     composition = (attributes.get("type") or attributes.get("composition") or "").lower()
     composition = composition.replace("-", "_").replace(" ", "_")
     if composition in _COMPOSITIONS:
@@ -163,11 +166,13 @@ def qualitative(kind: str, category: str | None,
     grade = attributes.get("grade") or (category if kind.lower() in VESSEL_KINDS else None)
     if grade:
         g = grade.lower().replace("-", "_").replace(" ", "_")
-        out.append(hd.sr.QualitativeEvaluation(
-            STENOSIS_GRADE, private(f"GRADE_{g.upper()}"[:16], grade)))
+        out.append(
+            hd.sr.QualitativeEvaluation(STENOSIS_GRADE, private(f"GRADE_{g.upper()}"[:16], grade))
+        )
     if attributes.get("spiculated", "").lower() in {"1", "true", "yes"}:
-        out.append(hd.sr.QualitativeEvaluation(
-            private("MARGIN", "Nodule margin"), codes.DCM.Spiculated))
+        out.append(
+            hd.sr.QualitativeEvaluation(private("MARGIN", "Nodule margin"), codes.DCM.Spiculated)
+        )
     return out
 
 

@@ -43,8 +43,13 @@ class Family(enum.StrEnum):
 
 # Deterministic series numbers: 9000-block per family, revision in the last digits, so a
 # console lists our series after the scanner's and an amended report sorts after the first.
-_SERIES_BASE = {Family.SR: 9100, Family.SEG: 9200, Family.SC: 9300, Family.KOS: 9400,
-                Family.RENDER: 9500}
+_SERIES_BASE = {
+    Family.SR: 9100,
+    Family.SEG: 9200,
+    Family.SC: 9300,
+    Family.KOS: 9400,
+    Family.RENDER: 9500,
+}
 
 
 def series_number(family: Family, revision: int, offset: int = 0) -> int:
@@ -165,8 +170,15 @@ class SignedStudy:
 
     def uid(self, family: Family, role: str, *extra: str | int) -> str:
         """Deterministic UID of one output (a series or an instance)."""
-        return derive_uid("countyread-result", self.study_uid, family.value, role,
-                          self.model_key, self.revision, *extra)
+        return derive_uid(
+            "countyread-result",
+            self.study_uid,
+            family.value,
+            role,
+            self.model_key,
+            self.revision,
+            *extra,
+        )
 
 
 def person_name(display: str) -> str:
@@ -196,12 +208,14 @@ def contributing_equipment(models: tuple[ModelRef, ...]) -> list[hd.Contributing
         )
         for m in models
     ]
-    items.append(hd.ContributingEquipment(
-        manufacturer=MANUFACTURER,
-        purpose_of_reference=codes.DCM.ProcessingEquipment,
-        manufacturer_model_name="CountyRead results builder",
-        software_versions=__version__,
-    ))
+    items.append(
+        hd.ContributingEquipment(
+            manufacturer=MANUFACTURER,
+            purpose_of_reference=codes.DCM.ProcessingEquipment,
+            manufacturer_model_name="CountyRead results builder",
+            software_versions=__version__,
+        )
+    )
     return items
 
 

@@ -33,8 +33,9 @@ CONFIRMED = ("accepted", "edited")
 
 def _model(value: Any) -> ModelRef | None:
     if isinstance(value, dict) and value.get("name"):
-        return ModelRef(str(value["name"]), str(value.get("version", "")),
-                        str(value.get("sha256", "")))
+        return ModelRef(
+            str(value["name"]), str(value.get("version", "")), str(value.get("sha256", ""))
+        )
     return None
 
 
@@ -86,23 +87,27 @@ def _cropped_mask(npz: Any, index: str | None) -> CroppedMask | None:
     return CroppedMask(mask, (bbox[0], bbox[1], bbox[2]))
 
 
-def _source_series(ctx: AppContext, conn: Connection, series_uid: str,
-                   order: list[str] | None) -> SourceSeries | None:
+def _source_series(
+    ctx: AppContext, conn: Connection, series_uid: str, order: list[str] | None
+) -> SourceSeries | None:
     rows = conn.execute(
-        select(instances.c.sop_instance_uid, instances.c.path)
-        .where(instances.c.series_uid == series_uid)
+        select(instances.c.sop_instance_uid, instances.c.path).where(
+            instances.c.series_uid == series_uid
+        )
     ).all()
     if not rows:
         return None
     paths = {str(sop): ctx.store.absolute(rel) for sop, rel in rows}
-    for_uid = conn.execute(select(series.c.frame_of_reference_uid).where(
-        series.c.series_uid == series_uid)).scalar_one_or_none()
+    for_uid = conn.execute(
+        select(series.c.frame_of_reference_uid).where(series.c.series_uid == series_uid)
+    ).scalar_one_or_none()
     if order and set(order) <= set(paths):
         # The pipeline recorded its slice order (arrays.npz): no header needs reading.
         return SourceSeries(series_uid, for_uid, tuple(order), paths)
     # Otherwise sort along the slice normal (PS3.3 C.7.6.2.1.1), reading every header.
     cache: dict[str, Dataset] = {
-        sop: pydicom.dcmread(p, stop_before_pixels=True) for sop, p in paths.items()}
+        sop: pydicom.dcmread(p, stop_before_pixels=True) for sop, p in paths.items()
+    }
 
     def key(sop: str) -> tuple[float, int]:
         ds = cache[sop]
@@ -123,20 +128,26 @@ def _source_series(ctx: AppContext, conn: Connection, series_uid: str,
 def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
     """Read the signed revision of ``study_uid``; ConflictError when it is not signed."""
     with ctx.db.begin() as conn:
-        study = conn.execute(
-            select(studies).where(studies.c.study_uid == study_uid)).mappings().first()
+        study = (
+            conn.execute(select(studies).where(studies.c.study_uid == study_uid)).mappings().first()
+        )
         if study is None:
             raise NotFoundError(f"study {study_uid} not found")
-        report = conn.execute(
-            select(reports).where(reports.c.study_uid == study_uid)).mappings().first()
+        report = (
+            conn.execute(select(reports).where(reports.c.study_uid == study_uid)).mappings().first()
+        )
         if report is None or not report["signed_by"]:
             raise ConflictError("study is not signed; nothing leaves before sign-off")
-        rows = list(conn.execute(
-            select(findings).where(findings.c.study_uid == study_uid)
-            .order_by(findings.c.id)).mappings())
+        rows = list(
+            conn.execute(
+                select(findings).where(findings.c.study_uid == study_uid).order_by(findings.c.id)
+            ).mappings()
+        )
         analysis_rows = {
-            r["id"]: r for r in conn.execute(
-                select(analyses).where(analyses.c.study_uid == study_uid)).mappings()
+            r["id"]: r
+            for r in conn.execute(
+                select(analyses).where(analyses.c.study_uid == study_uid)
+            ).mappings()
         }
         # Order of each AI finding within its analysis (the pipeline's mask index).
         order: dict[int, int] = {}
@@ -156,8 +167,7 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             art_dir = analysis["artifacts_dir"] if analysis else None
             npz = arrays.get(art_dir)
             if npz is not None and "slice_sop_uids" in npz.files and r["series_uid"]:
-                slice_orders.setdefault(r["series_uid"],
-                                        [str(u) for u in npz["slice_sop_uids"]])
+                slice_orders.setdefault(r["series_uid"], [str(u) for u in npz["slice_sop_uids"]])
             key_image = None
             if r["key_image"] and art_dir:
                 name = str(r["key_image"])
@@ -166,26 +176,44 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             center = None
             if r["center_x"] is not None and r["center_y"] is not None:
                 center = (float(r["center_x"]), float(r["center_y"]), float(r["center_z"] or 0))
-            confirmed.append(ConfirmedFinding(
-                id=int(r["id"]), analysis_id=r["analysis_id"], number=len(confirmed) + 1,
-                kind=str(r["kind"]),
-                source=str(r["source"]), verdict=str(r["verdict"]),
-                series_uid=r["series_uid"], sop_instance_uid=r["sop_instance_uid"],
-                center_lps=center,
-                measurements=tuple(
-                    Measurement(str(m["name"]), float(m["value"]), str(m.get("unit", "")))
-                    for m in (r["measurements"] or []) if m.get("value") is not None),
-                attributes=tuple(sorted(
-                    (str(k), str(v)) for k, v in (r["attributes"] or {}).items())),
-                category=r["category"], model=_model(r["model"]), key_image=key_image,
-                mask=_cropped_mask(npz, _mask_index(r, order)), comment=r["comment"],
-            ))
+            confirmed.append(
+                ConfirmedFinding(
+                    id=int(r["id"]),
+                    analysis_id=r["analysis_id"],
+                    number=len(confirmed) + 1,
+                    kind=str(r["kind"]),
+                    source=str(r["source"]),
+                    verdict=str(r["verdict"]),
+                    series_uid=r["series_uid"],
+                    sop_instance_uid=r["sop_instance_uid"],
+                    center_lps=center,
+                    measurements=tuple(
+                        Measurement(str(m["name"]), float(m["value"]), str(m.get("unit", "")))
+                        for m in (r["measurements"] or [])
+                        if m.get("value") is not None
+                    ),
+                    attributes=tuple(
+                        sorted((str(k), str(v)) for k, v in (r["attributes"] or {}).items())
+                    ),
+                    category=r["category"],
+                    model=_model(r["model"]),
+                    key_image=key_image,
+                    mask=_cropped_mask(npz, _mask_index(r, order)),
+                    comment=r["comment"],
+                )
+            )
         wanted = list(dict.fromkeys(f.series_uid for f in confirmed if f.series_uid))
         if not wanted:
             # No confirmed finding: the SR still needs the study's images as evidence.
-            wanted = [str(uid) for uid in conn.execute(
-                select(series.c.series_uid).where(series.c.study_uid == study_uid)
-                .order_by(series.c.instance_count.desc()).limit(1)).scalars()]
+            wanted = [
+                str(uid)
+                for uid in conn.execute(
+                    select(series.c.series_uid)
+                    .where(series.c.study_uid == study_uid)
+                    .order_by(series.c.instance_count.desc())
+                    .limit(1)
+                ).scalars()
+            ]
         sources = []
         for series_uid in wanted:
             src = _source_series(ctx, conn, series_uid, slice_orders.get(series_uid))
@@ -194,20 +222,38 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
         artifacts = tuple(
             (str(a["pipeline"]), Path(a["artifacts_dir"]))
             for a in sorted(analysis_rows.values(), key=lambda a: a["id"])
-            if a["artifacts_dir"] and any(f.analysis_id == a["id"] for f in confirmed))
-        models = {m.sha256 or f"{m.name}@{m.version}": m
-                  for m in (f.model for f in confirmed) if m is not None}
+            if a["artifacts_dir"] and any(f.analysis_id == a["id"] for f in confirmed)
+        )
+        models = {
+            m.sha256 or f"{m.name}@{m.version}": m
+            for m in (f.model for f in confirmed)
+            if m is not None
+        }
         patient = PatientInfo(
-            study["patient_name"], study["patient_id"], study["patient_birth_date"],
-            study["patient_sex"], study["accession_number"], study["study_date"],
-            study["study_time"], study["study_description"])
+            study["patient_name"],
+            study["patient_id"],
+            study["patient_birth_date"],
+            study["patient_sex"],
+            study["accession_number"],
+            study["study_date"],
+            study["study_time"],
+            study["study_description"],
+        )
         lang = report["language"] or "zh"
         text = report["impression_text"] if lang == "zh" else report["impression_text_en"]
-    logger.info("signed study loaded", extra={
-        "study_uid": study_uid, "revision": study["revision"], "findings": len(confirmed)})
+    logger.info(
+        "signed study loaded",
+        extra={"study_uid": study_uid, "revision": study["revision"], "findings": len(confirmed)},
+    )
     return SignedStudy(
-        study_uid=study_uid, revision=int(study["revision"]), patient=patient,
-        reviewer=reviewer, signed_at=report["signed_at"], findings=tuple(confirmed),
-        sources=tuple(sources), models=tuple(sorted(models.values(), key=lambda m: m.name)),
-        report_text=text, artifacts=artifacts,
+        study_uid=study_uid,
+        revision=int(study["revision"]),
+        patient=patient,
+        reviewer=reviewer,
+        signed_at=report["signed_at"],
+        findings=tuple(confirmed),
+        sources=tuple(sources),
+        models=tuple(sorted(models.values(), key=lambda m: m.name)),
+        report_text=text,
+        artifacts=artifacts,
     )

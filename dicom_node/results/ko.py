@@ -25,8 +25,8 @@ def build_kos(signed: SignedStudy, referenced: list[Dataset]) -> Dataset | None:
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
         observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name=person_name(signed.reviewer.display_name),
-            organization_name=REVIEW_CENTER),
+            name=person_name(signed.reviewer.display_name), organization_name=REVIEW_CENTER
+        ),
     )
     content = hd.ko.KeyObjectSelection(
         document_title=codes.DCM.OfInterest,

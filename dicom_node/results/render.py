@@ -38,12 +38,18 @@ def build_cta_renders(signed: SignedStudy) -> list[Dataset]:
         series_uid = signed.uid(Family.RENDER, "series", key)
         for n, png in enumerate(files, start=1):
             pixels = np.asarray(Image.open(png).convert("RGB"), dtype=np.uint8)
-            out.append(rgb_secondary_capture(
-                signed, pixels, series_uid=series_uid,
-                number=series_number(Family.RENDER, signed.revision, offset),
-                sop_uid=signed.uid(Family.RENDER, "instance", key, png.parent.name, png.stem),
-                instance_number=n, description=description, comments=png.stem))
+            out.append(
+                rgb_secondary_capture(
+                    signed,
+                    pixels,
+                    series_uid=series_uid,
+                    number=series_number(Family.RENDER, signed.revision, offset),
+                    sop_uid=signed.uid(Family.RENDER, "instance", key, png.parent.name, png.stem),
+                    instance_number=n,
+                    description=description,
+                    comments=png.stem,
+                )
+            )
     if out:
-        logger.info("render series built", extra={"study_uid": signed.study_uid,
-                                                  "count": len(out)})
+        logger.info("render series built", extra={"study_uid": signed.study_uid, "count": len(out)})
     return out

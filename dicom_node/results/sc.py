@@ -39,15 +39,39 @@ _CJK_FONTS = (
     "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
 )
 _MIN_WIDTH = 512  # old consoles show small matrices tiny; upscale to at least this
-_KIND_ZH = {"nodule": "结节", "dr_nodule": "结节", "stenosis": "狭窄", "occlusion": "闭塞",
-            "near_occlusion": "次全闭塞", "aneurysm": "动脉瘤", "mass": "肿块"}
-_GRADE_ZH = {"mild": "轻度", "moderate": "中度", "severe": "重度",
-             "near-occlusion": "次全闭塞", "occlusion": "闭塞"}
-_VESSEL_ZH = {"ICA": "颈内动脉", "CCA": "颈总动脉", "ECA": "颈外动脉", "VA": "椎动脉",
-              "BA": "基底动脉", "M1": "大脑中动脉M1段", "A1": "大脑前动脉A1段",
-              "P1": "大脑后动脉P1段"}
-_LOBE_ZH = {"RUL": "右肺上叶", "RML": "右肺中叶", "RLL": "右肺下叶",
-            "LUL": "左肺上叶", "LLL": "左肺下叶"}
+_KIND_ZH = {
+    "nodule": "结节",
+    "dr_nodule": "结节",
+    "stenosis": "狭窄",
+    "occlusion": "闭塞",
+    "near_occlusion": "次全闭塞",
+    "aneurysm": "动脉瘤",
+    "mass": "肿块",
+}
+_GRADE_ZH = {
+    "mild": "轻度",
+    "moderate": "中度",
+    "severe": "重度",
+    "near-occlusion": "次全闭塞",
+    "occlusion": "闭塞",
+}
+_VESSEL_ZH = {
+    "ICA": "颈内动脉",
+    "CCA": "颈总动脉",
+    "ECA": "颈外动脉",
+    "VA": "椎动脉",
+    "BA": "基底动脉",
+    "M1": "大脑中动脉M1段",
+    "A1": "大脑前动脉A1段",
+    "P1": "大脑后动脉P1段",
+}
+_LOBE_ZH = {
+    "RUL": "右肺上叶",
+    "RML": "右肺中叶",
+    "RLL": "右肺下叶",
+    "LUL": "左肺上叶",
+    "LLL": "左肺下叶",
+}
 
 
 @lru_cache(maxsize=4)
@@ -69,12 +93,20 @@ def caption(finding: ConfirmedFinding) -> tuple[str, str]:
     attrs = dict(finding.attributes)
     lobe = attrs.get("lobe", "").upper()
     vessel = attrs.get("vessel", "")
-    size = next((m for m in finding.measurements
-                 if m.name.startswith(("mean_diameter", "diameter"))), None)
+    size = next(
+        (m for m in finding.measurements if m.name.startswith(("mean_diameter", "diameter"))), None
+    )
     pct = next((m for m in finding.measurements if m.name.startswith("stenosis")), None)
     lumen = next((m for m in finding.measurements if m.name == "residual_lumen"), None)
-    value = (f"{pct.value:.0f}%" if pct else f"residual {lumen.value:.1f} mm" if lumen
-             else f"{size.value:.1f} {size.unit}" if size else "")
+    value = (
+        f"{pct.value:.0f}%"
+        if pct
+        else f"residual {lumen.value:.1f} mm"
+        if lumen
+        else f"{size.value:.1f} {size.unit}"
+        if size
+        else ""
+    )
     grade_en = grade_zh = ""
     if finding.category and finding.kind in {"nodule", "dr_nodule"}:
         grade_en = grade_zh = f"Lung-RADS {finding.category}"
@@ -82,12 +114,17 @@ def caption(finding: ConfirmedFinding) -> tuple[str, str]:
         grade_en = attrs.get("grade") or finding.category or ""
         grade_zh = _GRADE_ZH.get(grade_en, grade_en)
     kind_en = finding.kind.removeprefix("dr_").replace("_", " ").capitalize()
-    zh = " ".join(p for p in (
-        f"{_KIND_ZH.get(finding.kind, finding.kind)} {finding.number}",
-        _LOBE_ZH.get(lobe, lobe) or _vessel_zh(vessel),
-        value.replace("residual", "残余管腔"), grade_zh) if p)
-    en = " ".join(p for p in (f"{kind_en} {finding.number}", lobe or vessel, value, grade_en)
-                  if p)
+    zh = " ".join(
+        p
+        for p in (
+            f"{_KIND_ZH.get(finding.kind, finding.kind)} {finding.number}",
+            _LOBE_ZH.get(lobe, lobe) or _vessel_zh(vessel),
+            value.replace("residual", "残余管腔"),
+            grade_zh,
+        )
+        if p
+    )
+    en = " ".join(p for p in (f"{kind_en} {finding.number}", lobe or vessel, value, grade_en) if p)
     return zh, en
 
 
@@ -111,14 +148,22 @@ def _render(png: Path, lines: list[str]) -> npt.NDArray[np.uint8]:
 
 
 def rgb_secondary_capture(
-    signed: SignedStudy, pixels: npt.NDArray[np.uint8], *, series_uid: str,
-    number: int, sop_uid: str, instance_number: int, description: str, comments: str,
+    signed: SignedStudy,
+    pixels: npt.NDArray[np.uint8],
+    *,
+    series_uid: str,
+    number: int,
+    sop_uid: str,
+    instance_number: int,
+    description: str,
+    comments: str,
 ) -> Dataset:
     """An uncompressed 8-bit RGB SC of the signed study, annotations burned in."""
     p = signed.patient
     first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
     body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
-        "CHEST" if any(f.kind in {"nodule", "dr_nodule"} for f in signed.findings) else "")
+        "CHEST" if any(f.kind in {"nodule", "dr_nodule"} for f in signed.findings) else ""
+    )
     study_id = str(getattr(first, "StudyID", "") or "") or None
     sc = hd.sc.SCImage(
         pixel_array=pixels,
@@ -164,10 +209,17 @@ def build_key_images(signed: SignedStudy) -> list[Dataset]:
         if f.key_image is None:
             continue
         zh, en = caption(f)
-        out.append(rgb_secondary_capture(
-            signed, _render(f.key_image, [zh, en]), series_uid=series_uid,
-            number=series_number(Family.SC, signed.revision),
-            sop_uid=signed.uid(Family.SC, "instance", f.id), instance_number=f.number,
-            description="AI key images", comments=f"{zh} / {en}"))
+        out.append(
+            rgb_secondary_capture(
+                signed,
+                _render(f.key_image, [zh, en]),
+                series_uid=series_uid,
+                number=series_number(Family.SC, signed.revision),
+                sop_uid=signed.uid(Family.SC, "instance", f.id),
+                instance_number=f.number,
+                description="AI key images",
+                comments=f"{zh} / {en}",
+            )
+        )
     logger.info("key images built", extra={"study_uid": signed.study_uid, "count": len(out)})
     return out

@@ -46,20 +46,24 @@ def _segmentable(signed: SignedStudy) -> tuple[SourceSeries, list[ConfirmedFindi
     return source, [f for f in with_mask if f.series_uid == series_uid]
 
 
-def _description(signed: SignedStudy, finding: ConfirmedFinding,
-                 number: int) -> hd.seg.SegmentDescription:
+def _description(
+    signed: SignedStudy, finding: ConfirmedFinding, number: int
+) -> hd.seg.SegmentDescription:
     category, seg_type = segment_codes(finding.kind)
     algorithm = None
     if finding.model is not None and finding.source == "ai":
         algorithm = hd.AlgorithmIdentificationSequence(
-            name=finding.model.name[:64], family=codes.cid7162.ArtificialIntelligence,
+            name=finding.model.name[:64],
+            family=codes.cid7162.ArtificialIntelligence,
             version=finding.model.version[:64],
             parameters={"sha256": finding.model.sha256} if finding.model.sha256 else None,
         )
     # Accepted AI masks are automatic; anything a radiologist touched is semi-automatic.
-    algo_type = (hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
-                 if finding.verdict == "accepted" and algorithm is not None
-                 else hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC)
+    algo_type = (
+        hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        if finding.verdict == "accepted" and algorithm is not None
+        else hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+    )
     if algorithm is None:
         algo_type = hd.seg.SegmentAlgorithmTypeValues.MANUAL
     return hd.seg.SegmentDescription(
@@ -88,12 +92,17 @@ def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
         assert f.mask is not None
         k0, j0, i0 = f.mask.offset
         dk, dj, di = f.mask.array.shape
-        window = (slice(k0, min(k0 + dk, n_slices)), slice(j0, min(j0 + dj, rows)),
-                  slice(i0, min(i0 + di, cols)))
+        window = (
+            slice(k0, min(k0 + dk, n_slices)),
+            slice(j0, min(j0 + dj, rows)),
+            slice(i0, min(i0 + di, cols)),
+        )
         part = f.mask.array[: window[0].stop - k0, : window[1].stop - j0, : window[2].stop - i0]
         if k0 < 0 or j0 < 0 or i0 < 0 or not part.any():
-            logger.warning("mask outside the series grid skipped",
-                           extra={"study_uid": signed.study_uid, "finding_id": f.id})
+            logger.warning(
+                "mask outside the series grid skipped",
+                extra={"study_uid": signed.study_uid, "finding_id": f.id},
+            )
             continue
         placed.append((f, window, part))
         touched.update(range(window[0].start, window[0].stop))

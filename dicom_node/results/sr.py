@@ -51,18 +51,21 @@ def _observation_context(signed: SignedStudy) -> hd.sr.ObservationContext:
     person = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
         observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name=person_name(signed.reviewer.display_name), login_name=signed.reviewer.username,
-            organization_name=REVIEW_CENTER),
+            name=person_name(signed.reviewer.display_name),
+            login_name=signed.reviewer.username,
+            organization_name=REVIEW_CENTER,
+        ),
     )
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=derive_uid("countyread-device", MANUFACTURER),
-            name="CountyRead", manufacturer_name=MANUFACTURER,
-            model_name=signed.model_key[:64]),
+            name="CountyRead",
+            manufacturer_name=MANUFACTURER,
+            model_name=signed.model_key[:64],
+        ),
     )
-    return hd.sr.ObservationContext(observer_person_context=person,
-                                    observer_device_context=device)
+    return hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device)
 
 
 def _algorithm(finding: ConfirmedFinding) -> hd.sr.AlgorithmIdentification | None:
@@ -70,7 +73,8 @@ def _algorithm(finding: ConfirmedFinding) -> hd.sr.AlgorithmIdentification | Non
         return None
     params = [f"sha256={finding.model.sha256}"] if finding.model.sha256 else None
     return hd.sr.AlgorithmIdentification(
-        name=finding.model.name[:64], version=finding.model.version[:64], parameters=params)
+        name=finding.model.name[:64], version=finding.model.version[:64], parameters=params
+    )
 
 
 def _measurements(finding: ConfirmedFinding) -> list[hd.sr.Measurement]:
@@ -79,24 +83,40 @@ def _measurements(finding: ConfirmedFinding) -> list[hd.sr.Measurement]:
     for m in finding.measurements:
         coded = measurement_concept(m.name, m.unit)
         if coded is None or not np.isfinite(m.value):
-            logger.debug("measurement without a UCUM unit left out",
-                         extra={"finding_id": finding.id, "measurement": m.name})
+            logger.debug(
+                "measurement without a UCUM unit left out",
+                extra={"finding_id": finding.id, "measurement": m.name},
+            )
             continue
         concept, qualifier, unit = coded
-        out.append(hd.sr.Measurement(
-            name=concept, value=round(float(m.value), 3), unit=unit,
-            qualifier=qualifier, algorithm_id=algorithm))
+        out.append(
+            hd.sr.Measurement(
+                name=concept,
+                value=round(float(m.value), 3),
+                unit=unit,
+                qualifier=qualifier,
+                algorithm_id=algorithm,
+            )
+        )
     return out
 
 
 def _square_around(center: tuple[float, float, float], finding: ConfirmedFinding) -> np.ndarray:
     long_axis = max(
-        (m.value for m in finding.measurements if m.name.startswith("long_axis")), default=0.0)
+        (m.value for m in finding.measurements if m.name.startswith("long_axis")), default=0.0
+    )
     half = max(float(long_axis) / 2.0, _DEFAULT_HALF_MM)
     x, y, z = center
-    return np.array([[x - half, y - half, z], [x + half, y - half, z],
-                     [x + half, y + half, z], [x - half, y + half, z],
-                     [x - half, y - half, z]], dtype=float)
+    return np.array(
+        [
+            [x - half, y - half, z],
+            [x + half, y - half, z],
+            [x + half, y + half, z],
+            [x - half, y + half, z],
+            [x - half, y - half, z],
+        ],
+        dtype=float,
+    )
 
 
 def _radiograph_circle(signed: SignedStudy, finding: ConfirmedFinding) -> hd.sr.ImageRegion | None:
@@ -123,15 +143,17 @@ def _radiograph_circle(signed: SignedStudy, finding: ConfirmedFinding) -> hd.sr.
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.CIRCLE,
         graphic_data=np.array([[col, row], [col + max(radius, 1.0), row]]),
-        source_image=hd.sr.SourceImageForRegion(str(header.SOPClassUID),
-                                                finding.sop_instance_uid))
+        source_image=hd.sr.SourceImageForRegion(str(header.SOPClassUID), finding.sop_instance_uid),
+    )
 
 
-def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
-           segment: int | None) -> object:
+def _group(
+    signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None, segment: int | None
+) -> object:
     tracking = hd.sr.TrackingIdentifier(
         uid=tracking_uid(signed.study_uid, finding),
-        identifier=f"{finding.kind}-{finding.number}"[:64])
+        identifier=f"{finding.kind}-{finding.number}"[:64],
+    )
     attrs = dict(finding.attributes)
     common: dict[str, Any] = {
         "tracking_identifier": tracking,
@@ -143,28 +165,39 @@ def _group(signed: SignedStudy, finding: ConfirmedFinding, seg: Dataset | None,
     }
     if seg is not None and segment is not None and finding.series_uid:
         ref = hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+            sop_class_uid=seg.SOPClassUID,
+            sop_instance_uid=seg.SOPInstanceUID,
             segment_number=segment,
-            source_series=hd.sr.SourceSeriesForSegmentation(finding.series_uid))
+            source_series=hd.sr.SourceSeriesForSegmentation(finding.series_uid),
+        )
         return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            referenced_segment=ref, **common)
+            referenced_segment=ref, **common
+        )
     source = signed.source(finding.series_uid)
     circle = _radiograph_circle(signed, finding)
     if circle is not None:
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=circle, **common)
+            referenced_region=circle, **common
+        )
     if finding.center_lps is not None and source is not None and source.frame_of_reference_uid:
         region = hd.sr.ImageRegion3D(
             graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,
             graphic_data=_square_around(finding.center_lps, finding),
-            frame_of_reference_uid=source.frame_of_reference_uid)
+            frame_of_reference_uid=source.frame_of_reference_uid,
+        )
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=region, **common)
+            referenced_region=region, **common
+        )
     return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
 
 
-def build_sr(signed: SignedStudy, evidence: list[Dataset], seg: Dataset | None,
-             segments: dict[int, int], previous: list[Dataset]) -> Dataset:
+def build_sr(
+    signed: SignedStudy,
+    evidence: list[Dataset],
+    seg: Dataset | None,
+    segments: dict[int, int],
+    previous: list[Dataset],
+) -> Dataset:
     """Build the TID 1500 SR of ``signed``.
 
     Parameters
@@ -181,10 +214,14 @@ def build_sr(signed: SignedStudy, evidence: list[Dataset], seg: Dataset | None,
     groups = [_group(signed, f, seg, segments.get(f.id)) for f in signed.findings]
     if not groups:
         # TID 1500 needs one measurement group; the radiologist confirmed no finding.
-        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(
-                uid=signed.uid(Family.SR, "no-finding"), identifier="no confirmed finding"),
-            finding_type=NO_FINDING)]
+        groups = [
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=signed.uid(Family.SR, "no-finding"), identifier="no confirmed finding"
+                ),
+                finding_type=NO_FINDING,
+            )
+        ]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(signed),
         procedure_reported=codes.SCT.ComputedTomography,

@@ -102,12 +102,16 @@ class OrthancPeer:
         assert ORTHANC is not None and IP is not None
         conf = self.workdir / "orthanc.json"
         conf.write_text(json.dumps(self.config()), encoding="utf-8")
-        (self.workdir / "count.lua").write_text(_COUNT_LUA.replace(
-            "@LOG@", str(self.workdir / "stored.log")), encoding="utf-8")
+        (self.workdir / "count.lua").write_text(
+            _COUNT_LUA.replace("@LOG@", str(self.workdir / "stored.log")), encoding="utf-8"
+        )
         log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [IP, "netns", "exec", self.netns, ORTHANC, str(conf)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -188,8 +192,9 @@ def _delete_namespace(netns: str, host_if: str) -> None:
 def orthanc_peer(workdir: Path, *, start: bool = True) -> Iterator[OrthancPeer]:
     """Create the namespace and (optionally) start Orthanc; tear both down after."""
     netns, host_if, host_addr, ns_addr = _create_namespace()
-    peer = OrthancPeer(workdir=workdir, netns=netns, host_if=host_if, address=ns_addr,
-                       host_address=host_addr)
+    peer = OrthancPeer(
+        workdir=workdir, netns=netns, host_if=host_if, address=ns_addr, host_address=host_addr
+    )
     try:
         if start:
             peer.start()

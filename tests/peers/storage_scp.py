@@ -21,8 +21,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     SegmentationStorage,
 )
 
-RESULT_CLASSES = (Comprehensive3DSRStorage, KeyObjectSelectionDocumentStorage,
-                  SecondaryCaptureImageStorage, SegmentationStorage)
+RESULT_CLASSES = (
+    Comprehensive3DSRStorage,
+    KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 
 
 def free_port() -> int:
@@ -64,8 +68,8 @@ class StorageSCP:
             if not any(cx.abstract_syntax == uid for cx in ae.supported_contexts):
                 ae.add_supported_context(uid)
         self._server = ae.start_server(
-            ("127.0.0.1", self.port), block=False,
-            evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
+        )
         return self
 
     def stop(self) -> None:

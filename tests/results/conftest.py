@@ -18,9 +18,14 @@ from tests.results.seed import SeededStudy, seed_study
 
 @pytest.fixture()
 def ctx(tmp_path: Path) -> Iterator[AppContext]:
-    context = AppContext.create(load_settings(
-        data_dir=tmp_path / "var", environment="test",
-        export_retry_base_s=0.2, export_retry_max_s=1.0))
+    context = AppContext.create(
+        load_settings(
+            data_dir=tmp_path / "var",
+            environment="test",
+            export_retry_base_s=0.2,
+            export_retry_max_s=1.0,
+        )
+    )
     yield context
     context.close()
 

@@ -36,8 +36,9 @@ class SeededStudy:
     analysis_id: int
 
 
-def _ct_slice(study_uid: str, series_uid: str, for_uid: str, k: int, n: int,
-              size: int, seed: int) -> Dataset:
+def _ct_slice(
+    study_uid: str, series_uid: str, for_uid: str, k: int, n: int, size: int, seed: int
+) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     sop = derive_uid("seed-ct", series_uid, k)
@@ -89,44 +90,87 @@ def _ct_slice(study_uid: str, series_uid: str, for_uid: str, k: int, n: int,
     return ds
 
 
-def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_findings: int = 2,
-               source_node_id: int | None = None, tag: str = "1",
-               reviewer: str = "lidoc", slice_order: bool = True) -> SeededStudy:
+def seed_study(
+    ctx: AppContext,
+    *,
+    n_slices: int = 16,
+    size: int = 64,
+    n_findings: int = 2,
+    source_node_id: int | None = None,
+    tag: str = "1",
+    reviewer: str = "lidoc",
+    slice_order: bool = True,
+) -> SeededStudy:
     """Store a synthetic CT and insert an analysis with ``n_findings`` confirmed nodules."""
     study_uid = derive_uid("seed-study", tag)
     series_uid = derive_uid("seed-series", tag)
     for_uid = derive_uid("seed-for", tag)
     sops = []
     with ctx.db.begin() as conn:
-        conn.execute(studies.insert().values(
-            study_uid=study_uid, patient_name="张三^伟", patient_id="TS0001",
-            patient_birth_date="19600101", patient_sex="M", accession_number="A1",
-            study_date="20261123", study_time="080000", study_description="胸部CT Chest",
-            modalities="CT", source_node_id=source_node_id, status="ready"))
-        conn.execute(series.insert().values(
-            series_uid=series_uid, study_uid=study_uid, modality="CT", series_number=2,
-            frame_of_reference_uid=for_uid, instance_count=n_slices, state="stable"))
+        conn.execute(
+            studies.insert().values(
+                study_uid=study_uid,
+                patient_name="张三^伟",
+                patient_id="TS0001",
+                patient_birth_date="19600101",
+                patient_sex="M",
+                accession_number="A1",
+                study_date="20261123",
+                study_time="080000",
+                study_description="胸部CT Chest",
+                modalities="CT",
+                source_node_id=source_node_id,
+                status="ready",
+            )
+        )
+        conn.execute(
+            series.insert().values(
+                series_uid=series_uid,
+                study_uid=study_uid,
+                modality="CT",
+                series_number=2,
+                frame_of_reference_uid=for_uid,
+                instance_count=n_slices,
+                state="stable",
+            )
+        )
         for k in range(n_slices):
             ds = _ct_slice(study_uid, series_uid, for_uid, k, n_slices, size, seed=7)
             buf = io.BytesIO()
             ds.save_as(buf, enforce_file_format=True)
             path = ctx.store.instance_path(study_uid, series_uid, ds.SOPInstanceUID)
             size_b = ctx.store.write(path, buf.getvalue())
-            conn.execute(instances.insert().values(
-                sop_instance_uid=ds.SOPInstanceUID, series_uid=series_uid,
-                study_uid=study_uid, sop_class_uid=CTImageStorage,
-                transfer_syntax_uid=ExplicitVRLittleEndian, instance_number=k + 1,
-                path=ctx.store.relative(path), size_bytes=size_b))
+            conn.execute(
+                instances.insert().values(
+                    sop_instance_uid=ds.SOPInstanceUID,
+                    series_uid=series_uid,
+                    study_uid=study_uid,
+                    sop_class_uid=CTImageStorage,
+                    transfer_syntax_uid=ExplicitVRLittleEndian,
+                    instance_number=k + 1,
+                    path=ctx.store.relative(path),
+                    size_bytes=size_b,
+                )
+            )
             sops.append(str(ds.SOPInstanceUID))
-        res = conn.execute(analyses.insert().values(
-            study_uid=study_uid, series_uid=series_uid, pipeline="ct_nodule", status="ready",
-            urgency="routine", category="4A", models=[MODEL]))
+        res = conn.execute(
+            analyses.insert().values(
+                study_uid=study_uid,
+                series_uid=series_uid,
+                pipeline="ct_nodule",
+                status="ready",
+                urgency="routine",
+                category="4A",
+                models=[MODEL],
+            )
+        )
         pk = res.inserted_primary_key
         assert pk is not None
         analysis_id = int(pk[0])
         art_dir = ctx.settings.results_dir / study_uid / f"analysis-{analysis_id}"
-        conn.execute(update(analyses).where(analyses.c.id == analysis_id)
-                     .values(artifacts_dir=str(art_dir)))
+        conn.execute(
+            update(analyses).where(analyses.c.id == analysis_id).values(artifacts_dir=str(art_dir))
+        )
         arrays: dict[str, np.ndarray] = {"geometry": np.eye(4)}
         if slice_order:
             arrays["slice_sop_uids"] = np.array(sops)
@@ -140,25 +184,38 @@ def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_finding
             arrays[f"bbox_{i}"] = np.array([k0, j0, i0, k0 + 3, j0 + 6, i0 + 6])
             rgb = np.zeros((size, size, 3), dtype=np.uint8)
             rgb[..., 0] = 40 * i
-            rgb[j0:j0 + 6, i0:i0 + 6, 1] = 255
+            rgb[j0 : j0 + 6, i0 : i0 + 6, 1] = 255
             buf = io.BytesIO()
             Image.fromarray(rgb).save(buf, format="PNG")
             write_durable(art_dir / f"key_{i}.png", buf.getvalue())
-            res = conn.execute(findings.insert().values(
-                study_uid=study_uid, analysis_id=analysis_id, series_uid=series_uid,
-                sop_instance_uid=sops[k0 + 1], kind="nodule", source="ai",
-                probability=0.9, center_x=-100.0 + (i0 + 3) * 200.0 / size,
-                center_y=-100.0 + (j0 + 3) * 200.0 / size, center_z=(k0 + 1) * 2.5,
-                measurements=[
-                    {"name": "long_axis", "value": 9.1 + i, "unit": "mm"},
-                    {"name": "short_axis", "value": 7.3 + i, "unit": "mm"},
-                    {"name": "mean_diameter", "value": 8.2 + i, "unit": "mm"},
-                    {"name": "volume", "value": 310.0 + 10 * i, "unit": "mm3"},
-                ],
-                attributes={"type": "solid", "lobe": lobes[i % len(lobes)]},
-                category="4A", model=MODEL, key_image=f"key_{i}",
-                verdict="accepted" if i % 2 == 0 else "edited", revision=1,
-                reviewed_by=reviewer, reviewed_at=datetime.now(UTC)))
+            res = conn.execute(
+                findings.insert().values(
+                    study_uid=study_uid,
+                    analysis_id=analysis_id,
+                    series_uid=series_uid,
+                    sop_instance_uid=sops[k0 + 1],
+                    kind="nodule",
+                    source="ai",
+                    probability=0.9,
+                    center_x=-100.0 + (i0 + 3) * 200.0 / size,
+                    center_y=-100.0 + (j0 + 3) * 200.0 / size,
+                    center_z=(k0 + 1) * 2.5,
+                    measurements=[
+                        {"name": "long_axis", "value": 9.1 + i, "unit": "mm"},
+                        {"name": "short_axis", "value": 7.3 + i, "unit": "mm"},
+                        {"name": "mean_diameter", "value": 8.2 + i, "unit": "mm"},
+                        {"name": "volume", "value": 310.0 + 10 * i, "unit": "mm3"},
+                    ],
+                    attributes={"type": "solid", "lobe": lobes[i % len(lobes)]},
+                    category="4A",
+                    model=MODEL,
+                    key_image=f"key_{i}",
+                    verdict="accepted" if i % 2 == 0 else "edited",
+                    revision=1,
+                    reviewed_by=reviewer,
+                    reviewed_at=datetime.now(UTC),
+                )
+            )
             pk = res.inserted_primary_key
             assert pk is not None
             ids.append(int(pk[0]))
@@ -166,14 +223,29 @@ def seed_study(ctx: AppContext, *, n_slices: int = 16, size: int = 64, n_finding
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         write_durable(art_dir / "arrays.npz", buf.getvalue())
         # One rejected finding: it must not appear in any output.
-        conn.execute(findings.insert().values(
-            study_uid=study_uid, analysis_id=analysis_id, series_uid=series_uid,
-            kind="nodule", source="ai", probability=0.3, measurements=[], attributes={},
-            verdict="rejected", reviewed_by=reviewer))
+        conn.execute(
+            findings.insert().values(
+                study_uid=study_uid,
+                analysis_id=analysis_id,
+                series_uid=series_uid,
+                kind="nodule",
+                source="ai",
+                probability=0.3,
+                measurements=[],
+                attributes={},
+                verdict="rejected",
+                reviewed_by=reviewer,
+            )
+        )
         if conn.execute(users.select().where(users.c.username == reviewer)).first() is None:
-            conn.execute(users.insert().values(
-                username=reviewer, display_name=REVIEWER_NAME, password_hash="x",
-                role="radiologist"))
+            conn.execute(
+                users.insert().values(
+                    username=reviewer,
+                    display_name=REVIEWER_NAME,
+                    password_hash="x",
+                    role="radiologist",
+                )
+            )
     sign(ctx, study_uid, reviewer)
     return SeededStudy(study_uid, series_uid, tuple(sops), tuple(ids), analysis_id)
 
@@ -182,19 +254,31 @@ def sign(ctx: AppContext, study_uid: str, reviewer: str = "lidoc") -> int:
     """What the API's sign does to the rows we read: bump revision, mark signed."""
     now = datetime.now(UTC)
     with ctx.db.begin() as conn:
-        rev = conn.execute(studies.select().where(studies.c.study_uid == study_uid)
-                           ).mappings().one()["revision"] + 1
-        conn.execute(update(studies).where(studies.c.study_uid == study_uid)
-                     .values(revision=rev, status="signed"))
+        rev = (
+            conn.execute(studies.select().where(studies.c.study_uid == study_uid))
+            .mappings()
+            .one()["revision"]
+            + 1
+        )
+        conn.execute(
+            update(studies)
+            .where(studies.c.study_uid == study_uid)
+            .values(revision=rev, status="signed")
+        )
         existing = conn.execute(reports.select().where(reports.c.study_uid == study_uid)).first()
-        values = {"language": "zh", "impression_text": "右肺上叶实性结节，Lung-RADS 4A。",
-                  "impression_text_en": "Solid nodule RUL, Lung-RADS 4A.", "revision": rev,
-                  "signed_by": reviewer, "signed_at": now, "updated_by": reviewer}
+        values = {
+            "language": "zh",
+            "impression_text": "右肺上叶实性结节，Lung-RADS 4A。",
+            "impression_text_en": "Solid nodule RUL, Lung-RADS 4A.",
+            "revision": rev,
+            "signed_by": reviewer,
+            "signed_at": now,
+            "updated_by": reviewer,
+        }
         if existing is None:
             conn.execute(reports.insert().values(study_uid=study_uid, **values))
         else:
-            conn.execute(update(reports).where(reports.c.study_uid == study_uid)
-                         .values(**values))
+            conn.execute(update(reports).where(reports.c.study_uid == study_uid).values(**values))
     return int(rev)
 
 
@@ -209,8 +293,15 @@ def seed_dr_study(ctx: AppContext, *, reviewer: str = "lidoc", tag: str = "dr") 
     study_uid, series_uid = derive_uid("seed-dr-study", tag), derive_uid("seed-dr-series", tag)
     sop = derive_uid("seed-dr", tag)
     ds = _ct_slice(study_uid, series_uid, derive_uid("seed-for", tag), 0, 1, 256, seed=3)
-    for keyword in ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
-                    "SliceThickness", "PixelSpacing", "KVP", "PositionReferenceIndicator"):
+    for keyword in (
+        "FrameOfReferenceUID",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "SliceThickness",
+        "PixelSpacing",
+        "KVP",
+        "PositionReferenceIndicator",
+    ):
         delattr(ds, keyword)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DX
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
@@ -220,39 +311,87 @@ def seed_dr_study(ctx: AppContext, *, reviewer: str = "lidoc", tag: str = "dr") 
     ds.save_as(buf, enforce_file_format=True)
     path = ctx.store.instance_path(study_uid, series_uid, sop)
     with ctx.db.begin() as conn:
-        conn.execute(studies.insert().values(
-            study_uid=study_uid, patient_name=PATIENT_NAME, patient_id="TS0002",
-            study_description="胸片 Chest PA", modalities="DX", status="ready"))
-        conn.execute(series.insert().values(
-            series_uid=series_uid, study_uid=study_uid, modality="DX", series_number=1,
-            instance_count=1, state="stable"))
-        conn.execute(instances.insert().values(
-            sop_instance_uid=sop, series_uid=series_uid, study_uid=study_uid,
-            sop_class_uid=DX, transfer_syntax_uid=ExplicitVRLittleEndian, instance_number=1,
-            path=ctx.store.relative(path), size_bytes=ctx.store.write(path, buf.getvalue())))
-        res = conn.execute(analyses.insert().values(
-            study_uid=study_uid, series_uid=series_uid, pipeline="dr_nodule", status="ready",
-            urgency="routine", models=[MODEL]))
+        conn.execute(
+            studies.insert().values(
+                study_uid=study_uid,
+                patient_name=PATIENT_NAME,
+                patient_id="TS0002",
+                study_description="胸片 Chest PA",
+                modalities="DX",
+                status="ready",
+            )
+        )
+        conn.execute(
+            series.insert().values(
+                series_uid=series_uid,
+                study_uid=study_uid,
+                modality="DX",
+                series_number=1,
+                instance_count=1,
+                state="stable",
+            )
+        )
+        conn.execute(
+            instances.insert().values(
+                sop_instance_uid=sop,
+                series_uid=series_uid,
+                study_uid=study_uid,
+                sop_class_uid=DX,
+                transfer_syntax_uid=ExplicitVRLittleEndian,
+                instance_number=1,
+                path=ctx.store.relative(path),
+                size_bytes=ctx.store.write(path, buf.getvalue()),
+            )
+        )
+        res = conn.execute(
+            analyses.insert().values(
+                study_uid=study_uid,
+                series_uid=series_uid,
+                pipeline="dr_nodule",
+                status="ready",
+                urgency="routine",
+                models=[MODEL],
+            )
+        )
         pk = res.inserted_primary_key
         assert pk is not None
         art_dir = ctx.settings.results_dir / study_uid / f"analysis-{int(pk[0])}"
-        conn.execute(update(analyses).where(analyses.c.id == int(pk[0]))
-                     .values(artifacts_dir=str(art_dir)))
+        conn.execute(
+            update(analyses).where(analyses.c.id == int(pk[0])).values(artifacts_dir=str(art_dir))
+        )
         png = io.BytesIO()
         Image.fromarray(np.full((256, 256, 3), 90, dtype=np.uint8)).save(png, format="PNG")
         write_durable(art_dir / "dr_key.png", png.getvalue())
-        res = conn.execute(findings.insert().values(
-            study_uid=study_uid, analysis_id=int(pk[0]), series_uid=series_uid,
-            sop_instance_uid=sop, kind="dr_nodule", source="ai", probability=0.8,
-            center_x=50.0, center_y=60.0, center_z=0.0,
-            measurements=[{"name": "diameter", "value": 14.0, "unit": "mm"}],
-            attributes={"type": "nodule", "unit": "mm", "pixel_center": "100.0,120.0"},
-            model=MODEL, key_image="dr_key", verdict="accepted", reviewed_by=reviewer))
+        res = conn.execute(
+            findings.insert().values(
+                study_uid=study_uid,
+                analysis_id=int(pk[0]),
+                series_uid=series_uid,
+                sop_instance_uid=sop,
+                kind="dr_nodule",
+                source="ai",
+                probability=0.8,
+                center_x=50.0,
+                center_y=60.0,
+                center_z=0.0,
+                measurements=[{"name": "diameter", "value": 14.0, "unit": "mm"}],
+                attributes={"type": "nodule", "unit": "mm", "pixel_center": "100.0,120.0"},
+                model=MODEL,
+                key_image="dr_key",
+                verdict="accepted",
+                reviewed_by=reviewer,
+            )
+        )
         fid = res.inserted_primary_key
         assert fid is not None
         if conn.execute(users.select().where(users.c.username == reviewer)).first() is None:
-            conn.execute(users.insert().values(
-                username=reviewer, display_name=REVIEWER_NAME, password_hash="x",
-                role="radiologist"))
+            conn.execute(
+                users.insert().values(
+                    username=reviewer,
+                    display_name=REVIEWER_NAME,
+                    password_hash="x",
+                    role="radiologist",
+                )
+            )
     sign(ctx, study_uid, reviewer)
     return SeededStudy(study_uid, series_uid, (sop,), (int(fid[0]),), int(pk[0]))

@@ -42,13 +42,17 @@ def test_every_family_is_built_and_valid(ctx: AppContext, built: ResultSet) -> N
         assert ds.SpecificCharacterSet == "ISO_IR 192"
         assert str(ds.PatientName) == PATIENT_NAME
         equipment = ds.ContributingEquipmentSequence
-        assert any(e.get("DeviceSerialNumber") == MODEL["sha256"]
-                   and e.ManufacturerModelName == MODEL["name"]
-                   and MODEL["version"] in e.SoftwareVersions for e in equipment), o.family
+        assert any(
+            e.get("DeviceSerialNumber") == MODEL["sha256"]
+            and e.ManufacturerModelName == MODEL["name"]
+            and MODEL["version"] in e.SoftwareVersions
+            for e in equipment
+        ), o.family
 
 
-def test_sr_is_a_verified_tid1500_report(ctx: AppContext, built: ResultSet,
-                                         seeded: SeededStudy) -> None:
+def test_sr_is_a_verified_tid1500_report(
+    ctx: AppContext, built: ResultSet, seeded: SeededStudy
+) -> None:
     ds = _read(ctx, built.of("SR")[0].path)
     sr = hd.sr.Comprehensive3DSR.from_dataset(ds)
     assert sr.VerificationFlag == "VERIFIED"
@@ -66,20 +70,23 @@ def test_sr_is_a_verified_tid1500_report(ctx: AppContext, built: ResultSet,
         assert group.finding_type.value == "27925004"  # SCT Nodule
         names = {m.name.meaning: m.value for m in group.get_measurements()}
         assert {"Long axis", "Short axis", "Diameter", "Volume"} <= set(names)
-        evaluations = {e.name.meaning: e.value.meaning
-                       for e in group.get_qualitative_evaluations()}
+        evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
         assert evaluations["Lung-RADS v2022 assessment category"] == "Lung-RADS 4A"
         assert group.finding_sites[0].value.value in {"45653009", "90572001", "72481006"}
         assert group.referenced_segment is not None
     assert content is not None
 
 
-def test_seg_has_one_segment_per_masked_finding(ctx: AppContext, built: ResultSet,
-                                                seeded: SeededStudy) -> None:
+def test_seg_has_one_segment_per_masked_finding(
+    ctx: AppContext, built: ResultSet, seeded: SeededStudy
+) -> None:
     seg = hd.seg.segread(ctx.settings.results_dir / built.of("SEG")[0].path)
     assert seg.number_of_segments == 3
-    referenced = {r.ReferencedSOPInstanceUID
-                  for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    referenced = {
+        r.ReferencedSOPInstanceUID
+        for s in seg.ReferencedSeriesSequence
+        for r in s.ReferencedInstanceSequence
+    }
     assert referenced <= set(seeded.sop_uids) and referenced
     # Every synthetic mask has 4 x 4 pixels on 3 slices; frames hold one segment each.
     assert int(seg.pixel_array.sum()) == 3 * 48
@@ -87,8 +94,9 @@ def test_seg_has_one_segment_per_masked_finding(ctx: AppContext, built: ResultSe
     assert seg.get_segment_description(2).algorithm_type.value == "SEMIAUTOMATIC"  # edited
 
 
-def test_key_images_carry_caption_and_kos_references_them(ctx: AppContext,
-                                                         built: ResultSet) -> None:
+def test_key_images_carry_caption_and_kos_references_them(
+    ctx: AppContext, built: ResultSet
+) -> None:
     for o in built.of("SC"):
         ds = _read(ctx, o.path)
         assert ds.PhotometricInterpretation == "RGB"
@@ -96,12 +104,14 @@ def test_key_images_carry_caption_and_kos_references_them(ctx: AppContext,
         assert "结节" in ds.ImageComments and "Nodule" in ds.ImageComments
         assert ds.BurnedInAnnotation == "YES"
         # The caption band at the bottom is not black any more.
-        assert ds.pixel_array[-ds.Rows // 12:].max() > 0
+        assert ds.pixel_array[-ds.Rows // 12 :].max() > 0
     kos = hd.ko.KeyObjectSelectionDocument.from_dataset(_read(ctx, built.of("KOS")[0].path))
-    referenced = {str(i.ReferencedSOPInstanceUID)
-                  for study in kos.CurrentRequestedProcedureEvidenceSequence
-                  for series in study.ReferencedSeriesSequence
-                  for i in series.ReferencedSOPSequence}
+    referenced = {
+        str(i.ReferencedSOPInstanceUID)
+        for study in kos.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for i in series.ReferencedSOPSequence
+    }
     assert referenced == {o.sop_instance_uid for o in built.of("SC", "SR")}
 
 
@@ -110,8 +120,9 @@ def test_chinese_names_round_trip_in_sr_bytes(ctx: AppContext, built: ResultSet)
     assert PATIENT_NAME.encode("utf-8") in raw
     assert REVIEWER_NAME.encode("utf-8") in raw
     ds = pydicom.dcmread(BytesIO(raw))
-    person = [item for item in ds.ContentSequence
-              if item.ConceptNameCodeSequence[0].CodeValue == "121008"]  # Person Observer Name
+    person = [
+        item for item in ds.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121008"
+    ]  # Person Observer Name
     assert person and str(person[0].PersonName).rstrip("^") == REVIEWER_NAME
 
 
@@ -120,12 +131,18 @@ def test_seg_frames_sit_on_the_masked_slices(ctx: AppContext, slice_order: bool)
     from tests.results.seed import seed_study
 
     study = seed_study(ctx, n_findings=2, slice_order=slice_order, tag=f"order-{slice_order}")
-    seg = hd.seg.segread(ctx.settings.results_dir / build_results(
-        ctx, study.study_uid).of("SEG")[0].path)
+    seg = hd.seg.segread(
+        ctx.settings.results_dir / build_results(ctx, study.study_uid).of("SEG")[0].path
+    )
     # Seeded masks: finding i covers slices k0 .. k0+2 with k0 = 2 + 3 i.
     for number, k0 in ((1, 2), (2, 5)):
-        frames = [f for f in seg.PerFrameFunctionalGroupsSequence
-                  if f.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number]
-        sources = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-                   for f in frames}
-        assert sources == set(study.sop_uids[k0:k0 + 3])
+        frames = [
+            f
+            for f in seg.PerFrameFunctionalGroupsSequence
+            if f.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number
+        ]
+        sources = {
+            f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for f in frames
+        }
+        assert sources == set(study.sop_uids[k0 : k0 + 3])

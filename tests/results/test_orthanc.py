@@ -21,26 +21,40 @@ ALL = ("SR", "SEG", "SC", "KOS")
 
 
 def _pacs(ctx: AppContext, orthanc: OrthancPeer) -> None:
-    add_node(ctx.db, name="Orthanc", ae_title=orthanc.ae_title, host=orthanc.address,
-             port=orthanc.dicom_port, kind=NodeKind.PACS, send=ALL)
+    add_node(
+        ctx.db,
+        name="Orthanc",
+        ae_title=orthanc.ae_title,
+        host=orthanc.address,
+        port=orthanc.dicom_port,
+        kind=NodeKind.PACS,
+        send=ALL,
+    )
 
 
 def _delivery(ctx: AppContext, delivery_id: int) -> dict[str, object]:
     with ctx.db.begin() as conn:
-        return dict(conn.execute(select(deliveries).where(
-            deliveries.c.id == delivery_id)).mappings().one())
+        return dict(
+            conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().one()
+        )
 
 
 def _status(ctx: AppContext, study_uid: str) -> str:
     with ctx.db.begin() as conn:
-        return str(conn.execute(select(studies.c.status).where(
-            studies.c.study_uid == study_uid)).scalar_one())
+        return str(
+            conn.execute(
+                select(studies.c.status).where(studies.c.study_uid == study_uid)
+            ).scalar_one()
+        )
 
 
 def _make_due(ctx: AppContext) -> None:
     with ctx.db.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.state == "pending")
-                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state == "pending")
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
 
 
 def test_every_object_arrives_exactly_once(ctx: AppContext, orthanc: OrthancPeer) -> None:

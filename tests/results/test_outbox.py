@@ -28,32 +28,58 @@ def scp() -> Iterator[StorageSCP]:
 
 def _row(ctx: AppContext, delivery_id: int) -> dict[str, object]:
     with ctx.db.begin() as conn:
-        return dict(conn.execute(select(deliveries).where(
-            deliveries.c.id == delivery_id)).mappings().one())
+        return dict(
+            conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().one()
+        )
 
 
 def _study_status(ctx: AppContext, study_uid: str) -> str:
     with ctx.db.begin() as conn:
-        return str(conn.execute(select(studies.c.status).where(
-            studies.c.study_uid == study_uid)).scalar_one())
+        return str(
+            conn.execute(
+                select(studies.c.status).where(studies.c.study_uid == study_uid)
+            ).scalar_one()
+        )
 
 
 def _make_due(ctx: AppContext) -> None:
     # Fast-forward the backoff instead of sleeping through it.
     with ctx.db.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.state == "pending")
-                     .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state == "pending")
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
 
 
-def test_routing_follows_node_choices_and_is_idempotent(ctx: AppContext,
-                                                        scp: StorageSCP) -> None:
-    town = add_node(ctx.db, name="镇卫生院", ae_title="TOWN1", host="127.0.0.1",
-                    port=scp.port, kind=NodeKind.TOWNSHIP, send=("SC", "KOS"))
-    pacs = add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
-                    kind=NodeKind.PACS, send=("SR", "SEG"))
+def test_routing_follows_node_choices_and_is_idempotent(ctx: AppContext, scp: StorageSCP) -> None:
+    town = add_node(
+        ctx.db,
+        name="镇卫生院",
+        ae_title="TOWN1",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.TOWNSHIP,
+        send=("SC", "KOS"),
+    )
+    pacs = add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.PACS,
+        send=("SR", "SEG"),
+    )
     add_node(ctx.db, name="console only", ae_title="NORECV", kind=NodeKind.PACS)
-    off = add_node(ctx.db, name="old PACS", ae_title="OLDPACS", host="127.0.0.1",
-                   port=scp.port, kind=NodeKind.PACS)
+    off = add_node(
+        ctx.db,
+        name="old PACS",
+        ae_title="OLDPACS",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.PACS,
+    )
     set_active(ctx.db, off.id, False)
     study = seed_study(ctx, n_findings=2, source_node_id=town.id)
     ids = schedule_delivery(ctx, study.study_uid)
@@ -70,10 +96,16 @@ def test_township_without_host_gets_nothing(ctx: AppContext, scp: StorageSCP) ->
     assert schedule_delivery(ctx, study.study_uid) == []
 
 
-def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext,
-                                                          scp: StorageSCP) -> None:
-    pacs = add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
-                    kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext, scp: StorageSCP) -> None:
+    pacs = add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.PACS,
+        send=("SR", "SEG", "SC", "KOS"),
+    )
     study = seed_study(ctx, n_findings=3)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     assert _study_status(ctx, study.study_uid) == "signed"
@@ -92,8 +124,15 @@ def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext,
 
 def test_peer_down_then_up_retries_with_backoff(ctx: AppContext) -> None:
     peer = StorageSCP()  # its port is free: nobody listens yet
-    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
-             kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+    add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=peer.port,
+        kind=NodeKind.PACS,
+        send=("SR", "SEG", "SC", "KOS"),
+    )
     study = seed_study(ctx, n_findings=2)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     box = Outbox(ctx)
@@ -129,8 +168,15 @@ def test_refused_object_fails_delivery_and_resend_requeues(ctx: AppContext) -> N
 
     peer = StorageSCP(refuse={SegmentationStorage: 0xA900}).start()
     try:
-        add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
-                 kind=NodeKind.PACS, send=("SR", "SEG"))
+        add_node(
+            ctx.db,
+            name="PACS",
+            ae_title="PACS1",
+            host="127.0.0.1",
+            port=peer.port,
+            kind=NodeKind.PACS,
+            send=("SR", "SEG"),
+        )
         study = seed_study(ctx, n_findings=2)
         (delivery_id,) = schedule_delivery(ctx, study.study_uid)
         Outbox(ctx).tick()
@@ -155,8 +201,15 @@ def test_refused_object_fails_delivery_and_resend_requeues(ctx: AppContext) -> N
 def test_out_of_resources_is_retried_for_that_object_only(ctx: AppContext) -> None:
     peer = StorageSCP(fail_first=(1, 0xA700)).start()
     try:
-        add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
-                 kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+        add_node(
+            ctx.db,
+            name="PACS",
+            ae_title="PACS1",
+            host="127.0.0.1",
+            port=peer.port,
+            kind=NodeKind.PACS,
+            send=("SR", "SEG", "SC", "KOS"),
+        )
         study = seed_study(ctx, n_findings=1)
         (delivery_id,) = schedule_delivery(ctx, study.study_uid)
         Outbox(ctx).tick()
@@ -174,8 +227,15 @@ def test_out_of_resources_is_retried_for_that_object_only(ctx: AppContext) -> No
 
 def test_amendment_supersedes_undelivered_revision(ctx: AppContext) -> None:
     peer = StorageSCP()  # down
-    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=peer.port,
-             kind=NodeKind.PACS, send=("SR",))
+    add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=peer.port,
+        kind=NodeKind.PACS,
+        send=("SR",),
+    )
     study = seed_study(ctx, n_findings=1)
     (first,) = schedule_delivery(ctx, study.study_uid)
     sign(ctx, study.study_uid)
@@ -187,8 +247,15 @@ def test_amendment_supersedes_undelivered_revision(ctx: AppContext) -> None:
 
 
 def test_background_thread_delivers_after_schedule(ctx: AppContext, scp: StorageSCP) -> None:
-    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
-             kind=NodeKind.PACS, send=("SR", "SEG", "SC", "KOS"))
+    add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.PACS,
+        send=("SR", "SEG", "SC", "KOS"),
+    )
     study = seed_study(ctx, n_findings=1)
     box = Outbox(ctx, poll_s=5.0)
     box.start()
@@ -210,12 +277,22 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 
 
 def test_missing_result_file_is_refused_not_retried(ctx: AppContext, scp: StorageSCP) -> None:
-    add_node(ctx.db, name="PACS", ae_title="PACS1", host="127.0.0.1", port=scp.port,
-             kind=NodeKind.PACS, send=("SR", "KOS"))
+    add_node(
+        ctx.db,
+        name="PACS",
+        ae_title="PACS1",
+        host="127.0.0.1",
+        port=scp.port,
+        kind=NodeKind.PACS,
+        send=("SR", "KOS"),
+    )
     study = seed_study(ctx, n_findings=1)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
-    kos = next(o for o in _row(ctx, delivery_id)["objects"]  # type: ignore[attr-defined]
-               if o["family"] == "KOS")
+    kos = next(
+        o
+        for o in _row(ctx, delivery_id)["objects"]  # type: ignore[attr-defined]
+        if o["family"] == "KOS"
+    )
     (ctx.settings.results_dir / kos["path"]).unlink()
     Outbox(ctx).tick()
     row = _row(ctx, delivery_id)
