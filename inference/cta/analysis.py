@@ -1,0 +1,123 @@
+"""The CTA stages on an assembled volume, top to bottom, with a timing per stage:
+
+``resample -> segment (ONNX) -> bone separation -> contrast check -> centrelines ->
+naming -> radius profiles -> stenosis``. No I/O here; :mod:`inference.cta.pipeline`
+does selection, DICOM reading, findings and renders around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from countyread.domain import Volume
+from inference.cta.centerline import Skeleton, bridge_gaps, skeletonize
+from inference.cta.grid import WorkGrid, resample, work_grid
+from inference.cta.naming import Naming, name_vessels
+from inference.cta.profile import Intensities, Profile, estimate_intensities, measure, sample_lps
+from inference.cta.segment import Predict, Segmentation, calcified_plaques, segment, separate_bone
+from inference.cta.select import check_arterial
+from inference.cta.stenosis import StenosisCall, assess
+
+WORK_SPACING_MM = 1.0
+FREE_END_PREFIXES = ("M1", "A1", "P1", "ECA")
+GATE_GROW_VOXELS = 2
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class Timer:
+    timings: dict[str, float] = field(default_factory=dict)
+    _t: float = field(default_factory=time.perf_counter)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round((now - self._t) * 1000, 1)
+        self._t = now
+
+
+@dataclass(frozen=True, slots=True)
+class CTAAnalysis:
+    grid: WorkGrid
+    hu: npt.NDArray[np.float32]  # work-grid HU
+    seg: Segmentation
+    skeleton: Skeleton
+    node_lps: F64
+    naming: Naming
+    intensities: Intensities
+    profiles: dict[str, Profile]
+    stenoses: dict[str, StenosisCall]
+
+
+def _lookup(grid: WorkGrid, mask: npt.NDArray[np.bool_]) -> Callable[[F64], npt.NDArray[np.bool_]]:
+    inv = np.linalg.inv(grid.affine)
+    hi = np.asarray(grid.shape) - 1
+
+    def get(pts: F64) -> npt.NDArray[np.bool_]:
+        flat = pts.reshape(-1, 3)
+        ijk = flat @ inv[:3, :3].T + inv[:3, 3]
+        kji = np.clip(np.rint(ijk[:, ::-1]).astype(np.int64), 0, hi)
+        return np.asarray(mask[tuple(kji.T)]).reshape(pts.shape[:-1])
+
+    return get
+
+
+def analyze_volume(volume: Volume, predict: Predict, timer: Timer | None = None) -> CTAAnalysis:
+    """Run every measurement stage; raises NotAnalyzableError for non-arterial series."""
+    tm = timer or Timer()
+    grid = work_grid(volume, WORK_SPACING_MM)
+    hu = resample(volume, grid)
+    tm.lap("resample")
+    voxel_mm3 = WORK_SPACING_MM**3
+    seg = segment(hu, predict, voxel_mm3)
+    tm.lap("segmentation")
+    seg = replace(seg, bone=separate_bone(hu, seg.vessels))
+    tm.lap("bone_separation")
+    sk = bridge_gaps(skeletonize(seg.vessels, WORK_SPACING_MM), WORK_SPACING_MM)
+    node_lps = grid.to_lps(sk.points) if len(sk.points) else np.zeros((0, 3))
+    tm.lap("centerlines")
+    naming = name_vessels(sk, node_lps)
+    tm.lap("naming")
+    big = [n for v in naming.vessels.values() if v.name[:3] in ("CCA", "ICA") for n in v.nodes]
+    if not big:
+        big = list(np.flatnonzero(sk.radius >= 1.5)) if len(sk.radius) else []
+    centre_hu = sample_lps(volume, node_lps[big]) if big else np.zeros(0)
+    inten = estimate_intensities(volume, centre_hu)
+    check_arterial(float(seg.vessels.sum()) * voxel_mm3, inten.lumen_hu if big else 0.0)
+    # sections may spread a little beyond the mask (partial volume) but never into bone
+    gate_mask = ndimage.binary_dilation(seg.vessels, iterations=GATE_GROW_VOXELS) & ~seg.bone
+    calcium_hu = max(inten.lumen_hu + 200.0, 600.0)
+    plaque_mask = ndimage.binary_dilation(calcified_plaques(hu, seg.vessels, calcium_hu))
+    gate, plaque = _lookup(grid, gate_mask), _lookup(grid, plaque_mask)
+    profiles: dict[str, Profile] = {}
+    for name, v in naming.vessels.items():
+        nodes = list(v.nodes)
+        hint = float(np.median(sk.radius[nodes]))
+        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque)
+    tm.lap("radius_profiles")
+    calls: dict[str, StenosisCall] = {}
+    first: dict[str, StenosisCall | None] = {
+        n: assess(n, p, free_end=n.startswith(FREE_END_PREFIXES)) for n, p in profiles.items()
+    }
+    for name, call in first.items():
+        if call is None:
+            continue
+        if name.startswith("ICA"):
+            other = "ICA_R" if name.endswith("L") else "ICA_L"
+            ref = _typical_diameter(profiles.get(other))
+            call = assess(name, profiles[name], free_end=False, contralateral_ref_mm=ref) or call
+        calls[name] = call
+    tm.lap("stenosis")
+    return CTAAnalysis(grid, hu, seg, sk, node_lps, naming, inten, profiles, calls)
+
+
+def _typical_diameter(prof: Profile | None) -> float | None:
+    if prof is None or len(prof.diameter_mm) < 6:
+        return None
+    return float(np.median(prof.diameter_mm))

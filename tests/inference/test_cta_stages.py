@@ -1,0 +1,189 @@
+"""CTA stages without the network: grid, skeleton, naming, calibre, grading, renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from countyread.domain import Volume
+from countyread.errors import NotAnalyzableError
+from inference.cta import render
+from inference.cta.centerline import bridge_gaps, degree, skeletonize
+from inference.cta.grid import resample, work_grid
+from inference.cta.naming import name_vessels
+from inference.cta.profile import Intensities, measure
+from inference.cta.select import check_arterial, select_cta_series
+from inference.cta.stenosis import assess, grade_of
+from inference.pipeline import SeriesInput, StudyInput
+from training.cta.synth import VESSELS, SynthConfig, make_synthetic_cta
+
+
+def _tube_volume(
+    radius: float, stenosis: float = 0.0, gap: bool = False, spacing: float = 0.5
+) -> Volume:
+    """A vertical lumen (400 HU) in tissue (40 HU), blurred like a scanner, x = y = 0."""
+    n = int(60 / spacing)
+    m = int(24 / spacing)
+    z = (np.arange(n) * spacing)[:, None, None]
+    y = ((np.arange(m) - (m - 1) / 2) * spacing)[None, :, None]
+    x = ((np.arange(m) - (m - 1) / 2) * spacing)[None, None, :]
+    bump = np.clip(1 - np.abs(z - 30.0) / 5.0, 0, 1)
+    bump = 0.5 - 0.5 * np.cos(np.pi * bump)
+    r = radius * (1 - stenosis * bump)
+    if gap:
+        r = np.where(np.abs(z - 30.0) < 1.5, 0.0, r)
+    occ = np.clip((r - np.hypot(x, y)) / spacing + 0.5, 0, 1)
+    hu = ndimage.gaussian_filter(40.0 + 360.0 * occ, 0.4 / spacing)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-(m - 1) / 2 * spacing, -(m - 1) / 2 * spacing, 0.0]
+    return Volume(np.round(hu).astype(np.int16), affine)
+
+
+def test_work_grid_keeps_geometry() -> None:
+    vol = _tube_volume(3.0, spacing=0.5)
+    grid = work_grid(vol, 1.0)
+    hu = resample(vol, grid)
+    assert grid.shape == (60, 24, 24)
+    # work voxel (k, j, i) is source voxel (2k, 2j, 2i): same LPS, same value
+    for kji in [(10, 5, 7), (33, 12, 12)]:
+        src = tuple(2 * v for v in kji)
+        assert np.allclose(grid.to_lps(kji)[0], vol.index_to_lps(src))
+        assert hu[kji] == pytest.approx(float(vol.array[src]))
+
+
+def test_skeleton_of_tube_is_one_centred_path() -> None:
+    vol = _tube_volume(3.0, spacing=1.0)
+    mask = vol.array > 220
+    sk = skeletonize(mask, 1.0)
+    assert (degree(sk) > 2).sum() == 0 and (sk.parent < 0).sum() == 1
+    lps = vol.index_to_lps(sk.points)
+    inner = (lps[:, 2] > 4) & (lps[:, 2] < 55)  # blunt ends may pull the tips aside
+    assert np.abs(lps[inner, :2]).max() <= 1.0  # on the axis (x = y = 0)
+    assert np.ptp(lps[:, 2]) > 50
+    assert np.median(sk.radius) == pytest.approx(3.0, abs=0.8)
+
+
+def test_gap_of_a_severe_stenosis_is_bridged() -> None:
+    vol = _tube_volume(2.5, gap=True, spacing=1.0)
+    sk = skeletonize(vol.array > 220, 1.0)
+    assert len(np.unique(sk.component)) == 2
+    joined = bridge_gaps(sk, 1.0)
+    assert len(np.unique(joined.component)) == 1
+    ends = np.flatnonzero(degree(joined) <= 1)
+    assert len(ends) == 2 and joined.path(int(ends[0]), int(ends[1])) is not None
+
+
+@pytest.mark.parametrize(("stenosis", "expected"), [(0.0, 0.0), (0.5, 50.0), (0.75, 75.0)])
+def test_calibre_and_percent_on_a_tube(stenosis: float, expected: float) -> None:
+    vol = _tube_volume(2.5, stenosis=stenosis, spacing=0.5)
+    path = np.c_[np.zeros(120), np.zeros(120), np.linspace(2, 58, 120)]
+    prof = measure(vol, path, 2.5, Intensities(400.0, 40.0))
+    normal = prof.diameter_mm[np.abs(prof.points[:, 2] - 30) > 10]
+    assert np.median(normal) == pytest.approx(5.0, abs=0.25)
+    call = assess("CCA_L", prof, free_end=False)
+    if expected == 0.0:
+        assert call is None
+        return
+    assert call is not None
+    assert call.percent == pytest.approx(expected, abs=8.0)
+    assert abs(prof.points[call.index, 2] - 30.0) < 2.0
+    assert call.method == "diameter reduction"
+
+
+def test_grades_follow_design_section_5() -> None:
+    assert [grade_of(p) for p in (10, 49.9, 50, 69.9, 70, 99, 100)] == [
+        "mild",
+        "mild",
+        "moderate",
+        "moderate",
+        "severe",
+        "severe",
+        "occlusion",
+    ]
+
+
+def _truth_mask_naming(seed: int, cfg: SynthConfig):  # type: ignore[no-untyped-def]
+    p = make_synthetic_cta(seed, cfg)
+    grid = work_grid(p.volume, 1.0)
+    mask = resample(p.volume.with_array((p.labels > 0).astype(np.float32)), grid) > 0.5
+    sk = bridge_gaps(skeletonize(mask, 1.0), 1.0)
+    lps = grid.to_lps(sk.points)
+    return p, lps, name_vessels(sk, lps)
+
+
+def test_naming_on_the_true_lumen_finds_every_vessel_in_place() -> None:
+    p, lps, naming = _truth_mask_naming(7, SynthConfig(n_stenoses=0))
+    assert set(naming.vessels) == set(VESSELS)
+    assert naming.occlusions == ()
+    for name, v in naming.vessels.items():
+        pts = lps[list(v.nodes)]
+        truth = p.centerlines[name]
+        d = np.min(np.linalg.norm(pts[:, None] - truth[None], axis=2), axis=1)
+        assert np.median(d) < 2.0, name
+
+
+def test_naming_reports_an_occluded_vessel() -> None:
+    p, lps, naming = _truth_mask_naming(4, SynthConfig(n_stenoses=0, occlusion=True))
+    (truth,) = p.occlusions
+    calls = {c.vessel: c for c in naming.occlusions}
+    assert truth.vessel in calls
+    assert np.linalg.norm(lps[calls[truth.vessel].node] - np.asarray(truth.start_lps)) < 25.0
+
+
+def test_contrast_check_refuses_with_the_reason() -> None:
+    with pytest.raises(NotAnalyzableError, match="no arterial contrast"):
+        check_arterial(200.0, 400.0)
+    with pytest.raises(NotAnalyzableError, match="no arterial contrast"):
+        check_arterial(20000.0, 150.0)
+    check_arterial(20000.0, 350.0)
+
+
+def test_thick_series_is_refused(tmp_path: Path) -> None:
+    from training.cta.dicom import write_series
+
+    p = make_synthetic_cta(3, SynthConfig(spacing=(2.5, 1.6, 1.6), n_stenoses=0))
+    paths = write_series(p, 3, tmp_path)
+    study = StudyInput(
+        "1.2.3", "1.2.3.4", (SeriesInput("1.2.3.4", "CT", None, None, tuple(paths)),)
+    )
+    with pytest.raises(NotAnalyzableError, match=r"1\.25 mm"):
+        select_cta_series(study)
+
+
+def test_mip_pixel_matches_projection() -> None:
+    vol = _tube_volume(2.0, spacing=1.0)
+    arr = np.full(vol.shape, 40.0, dtype=np.float32)
+    arr[30, 20, 17] = 700.0  # one bright voxel at a known place
+    grid = work_grid(vol, 1.0)
+    images = render.mip_views(arr)
+    lps = grid.to_lps((30, 20, 17))[0]
+    for view in ("mip_axial", "mip_coronal", "mip_sagittal"):
+        r, c = render.mip_pixel(grid, lps, view)
+        img = images[view][..., 1].astype(int)
+        # the annotation text sits in the top-left corner; the point is elsewhere
+        assert img[r, c] == 255, view
+        assert (
+            img.shape[:2]
+            == {"mip_axial": (24, 24), "mip_coronal": (60, 24), "mip_sagittal": (60, 24)}[view]
+        )
+
+
+def test_stretched_cpr_rows_follow_the_centreline() -> None:
+    vol = _tube_volume(2.5, stenosis=0.6, spacing=0.5)
+    path = np.c_[np.zeros(120), np.zeros(120), np.linspace(2, 58, 120)]
+    prof = measure(vol, path, 2.5, Intensities(400.0, 40.0))
+    cpr = render.stretched_cpr(vol, prof)
+    call = assess("VA_L", prof, free_end=False)
+    assert call is not None
+    centre = cpr.shape[1] // 2
+    row = render.cpr_row(call.index)
+    # the narrowest row is darker in the centre than a normal row, and sits at z = 30
+    normal_row = render.cpr_row(int(np.argmin(np.abs(prof.points[:, 2] - 10.0))))
+    assert (
+        cpr[row, centre - 12 : centre + 13, 0].sum()
+        < cpr[normal_row, centre - 12 : centre + 13, 0].sum()
+    )
+    assert abs(prof.points[call.index, 2] - 30.0) < 1.5

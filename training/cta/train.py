@@ -1,0 +1,86 @@
+"""Train the CTA vessel network on phantoms (resumable), then export and evaluate it.
+
+``nice -n 10 python -m training.cta.train --config training/cta/config.toml``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from tqdm import tqdm
+
+from training.cta.data import make_case, sample_patches
+from training.cta.model import build_net
+
+logger = logging.getLogger(__name__)
+
+
+def train(config_path: Path, resume: bool = True) -> Path:
+    cfg = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    torch.set_num_threads(int(cfg["threads"]))
+    torch.manual_seed(0)
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    net = build_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=float(cfg["lr"]), weight_decay=1e-4)
+    iterations = int(cfg["iterations"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=float(cfg["lr"]), total_steps=iterations
+    )
+    start = 0
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        start = int(state["iteration"])
+    seeds = range(*cfg["train_seeds"])
+    t0 = time.perf_counter()
+    cases = [make_case(s) for s in seeds]
+    logger.info("cases ready", extra={"n": len(cases), "s": round(time.perf_counter() - t0, 1)})
+    loss_fn = DiceCELoss(sigmoid=True)
+    rng = np.random.default_rng(start)
+    net.train()
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, desc="cta")
+    for it in bar:
+        x, y = sample_patches(
+            cases, rng, int(cfg["batch"]), int(cfg["patch"]), float(cfg["positive_fraction"])
+        )
+        opt.zero_grad()
+        loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (it + 1) % 100 == 0 or it + 1 == iterations:
+            torch.save(
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "iteration": it + 1,
+                },
+                ckpt,
+            )
+    return ckpt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=Path("training/cta/config.toml"))
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    train(args.config, resume=not args.fresh)
+
+
+if __name__ == "__main__":
+    main()
