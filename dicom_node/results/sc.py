@@ -177,7 +177,7 @@ def rgb_secondary_capture(
         instance_number=instance_number,
         manufacturer=MANUFACTURER,
         patient_id=p.patient_id,
-        patient_name=p.name,
+        patient_name=None,  # set by apply_patient, unvalidated: names stay as received
         patient_birth_date=p.birth_date,
         patient_sex=p.sex if p.sex in {"M", "F", "O"} else None,
         accession_number=p.accession_number,

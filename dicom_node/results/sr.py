@@ -17,6 +17,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from countyread.uids import derive_uid
 from dicom_node.results.codes import (
@@ -191,6 +192,13 @@ def _group(
     return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
 
 
+def _procedure(signed: SignedStudy) -> Code:
+    """Procedure reported (TID 1500 row 4, CID 100): CT, or plain radiography for DX/CR."""
+    first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
+    modality = str(getattr(first, "Modality", "CT") or "CT").upper()
+    return codes.SCT.PlainRadiography if modality in {"DX", "CR"} else codes.SCT.ComputedTomography
+
+
 def build_sr(
     signed: SignedStudy,
     evidence: list[Dataset],
@@ -224,7 +232,7 @@ def build_sr(
         ]
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(signed),
-        procedure_reported=codes.SCT.ComputedTomography,
+        procedure_reported=_procedure(signed),
         imaging_measurements=groups,  # type: ignore[arg-type]
     )
     docs = ([seg] if seg is not None else []) + list(evidence)

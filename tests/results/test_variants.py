@@ -218,6 +218,11 @@ def test_radiograph_finding_is_a_circle_on_the_image(ctx: AppContext) -> None:
         assert dciodvfy_errors(ctx.settings.results_dir / o.path) == [], o.family
     sr = pydicom.dcmread(ctx.settings.results_dir / result.of("SR")[0].path)
     [group] = hd.sr.MeasurementReport.from_sequence([sr]).get_planar_roi_measurement_groups()
+    assert sr.ContentSequence  # procedure reported is plain radiography, not CT
+    procedures = [
+        i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121058"
+    ]
+    assert procedures[0].ConceptCodeSequence[0].CodeValue == "168537006"
     region = group.roi
     assert region.graphic_type.value == "CIRCLE"
     # 14 mm at 0.5 mm per pixel: radius 14 px around (100, 120).
