@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, select, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -55,44 +55,66 @@ class KnownInstance:
     size_bytes: int
 
 
-def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
-    """Insert a row unless its primary key exists; True when a row was added.
-
-    RETURNING tells the two cases apart on both dialects (rowcount is not reliable for
-    ``ON CONFLICT DO NOTHING`` through every driver).
-    """
-    stmt: Any
-    pk = next(iter(table.primary_key.columns))
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(stmt.returning(pk)).first() is not None
-
-
 class InstanceIndex:
-    """Reads and writes the rows one received instance touches."""
+    """Reads and writes the rows one received instance touches.
+
+    Statements are built once: constructing SQLAlchemy statements per instance cost more
+    CPU than executing them (profiled: about half of the handler's CPU time).
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         # SQLite has one writer anyway; queueing our threads on a lock is cheaper than
         # having them spin in busy_timeout.
         self._write_lock = threading.Lock() if db.is_sqlite else None
+        dialect: Any = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+
+        def insert_ignore(table: Table) -> Any:
+            # RETURNING tells "added" from "existed" on both dialects (rowcount after
+            # ON CONFLICT DO NOTHING is not reliable through every driver).
+            pk = next(iter(table.primary_key.columns))
+            return dialect.insert(table).on_conflict_do_nothing().returning(pk)
+
+        self._ins_study = insert_ignore(studies)
+        self._ins_series = insert_ignore(series)
+        self._ins_instance = insert_ignore(instances)
+        self._sel_series = (
+            select(series.c.study_uid, series.c.state)
+            .where(series.c.series_uid == bindparam("b_uid")).with_for_update()
+        )
+        self._upd_series = update(series).where(
+            series.c.series_uid == bindparam("b_uid")
+        ).values(
+            instance_count=series.c.instance_count + 1,
+            last_received_at=bindparam("b_now"),
+            # PS3.4 has no notion of "series complete"; a late instance simply starts a
+            # new generation whose analysis supersedes the last one.
+            generation=series.c.generation + case((series.c.state == "stable", 1), else_=0),
+            state="receiving",
+            stable_at=None,
+        )
+        self._sel_study = select(
+            studies.c.modalities, studies.c.status, studies.c.reason
+        ).where(studies.c.study_uid == bindparam("b_uid"))
+        self._upd_study = update(studies).where(
+            studies.c.study_uid == bindparam("b_uid")
+        ).values(last_received_at=bindparam("b_now"), modalities=bindparam("b_mods"),
+                 status=bindparam("b_status"), reason=bindparam("b_reason"))
+        self._del_study = studies.delete().where(studies.c.study_uid == bindparam("b_uid"))
+        self._sel_instance = select(instances.c.path, instances.c.size_bytes).where(
+            instances.c.sop_instance_uid == bindparam("b_uid"))
+        self._sel_owner = select(series.c.study_uid).where(
+            series.c.series_uid == bindparam("b_uid"))
 
     def find_instance(self, sop_uid: str) -> KnownInstance | None:
         with self.db.engine.connect() as conn:
-            row = conn.execute(
-                select(instances.c.path, instances.c.size_bytes)
-                .where(instances.c.sop_instance_uid == sop_uid)
-            ).first()
+            row = conn.execute(self._sel_instance, {"b_uid": sop_uid}).first()
         return KnownInstance(row[0], int(row[1])) if row else None
 
     def check_series_owner(self, series_uid: str, study_uid: str) -> None:
         """A Series Instance UID belongs to one study (PS3.3 C.7.3.1)."""
         with self.db.engine.connect() as conn:
-            owner = conn.execute(
-                select(series.c.study_uid).where(series.c.series_uid == series_uid)
-            ).scalar()
+            owner = conn.execute(self._sel_owner, {"b_uid": series_uid}).scalar()
         if owner is not None and owner != study_uid:
             raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
 
@@ -129,7 +151,7 @@ class InstanceIndex:
         self, conn: Connection, row: PendingRow, now: datetime
     ) -> IndexResult | st.DimseFailure:
         h, s = row.header, row.header.study
-        new_study = _insert_ignore(conn, studies, {
+        new_study = conn.execute(self._ins_study, {
             "study_uid": h.study_uid, "patient_name": s.patient_name,
             "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
             "patient_sex": s.patient_sex, "accession_number": s.accession_number,
@@ -138,56 +160,40 @@ class InstanceIndex:
             "source_ae": row.source_ae, "source_node_id": row.node_id,
             "first_received_at": now, "last_received_at": now,
             "status": StudyStatus.RECEIVED.value, "revision": 0,
-        })
-        new_series = _insert_ignore(conn, series, {
+        }).first() is not None
+        new_series = conn.execute(self._ins_series, {
             "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
             "series_number": h.series_number, "series_description": h.series_description,
             "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
             "instance_count": 0, "first_received_at": now, "last_received_at": now,
             "state": "receiving", "generation": 0,
-        })
-        srow = conn.execute(
-            select(series.c.study_uid, series.c.state)
-            .where(series.c.series_uid == h.series_uid).with_for_update()
-        ).one()
+        }).first() is not None
+        srow = conn.execute(self._sel_series, {"b_uid": h.series_uid}).one()
         if srow.study_uid != h.study_uid:
             if new_study:  # undo only what this row added; the batch goes on
-                conn.execute(studies.delete().where(studies.c.study_uid == h.study_uid))
+                conn.execute(self._del_study, {"b_uid": h.study_uid})
             return st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
-        inserted = _insert_ignore(conn, instances, {
+        inserted = conn.execute(self._ins_instance, {
             "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
             "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
             "transfer_syntax_uid": h.transfer_syntax_uid,
             "instance_number": h.instance_number, "path": row.rel_path,
             "size_bytes": row.size, "source_ae": row.source_ae, "received_at": now,
-        })
+        }).first() is not None
         if not inserted:
             return IndexResult(inserted=False, new_series=False, reopened=False)
         reopened = srow.state == "stable"
-        conn.execute(
-            update(series).where(series.c.series_uid == h.series_uid).values(
-                instance_count=series.c.instance_count + 1,
-                last_received_at=now,
-                # PS3.4 has no notion of "series complete"; a late instance simply
-                # starts a new generation whose analysis supersedes the last one.
-                generation=series.c.generation
-                + case((series.c.state == "stable", 1), else_=0),
-                state="receiving",
-                stable_at=None,
-            )
-        )
-        study = conn.execute(
-            select(studies.c.modalities, studies.c.status)
-            .where(studies.c.study_uid == h.study_uid)
-        ).one()
-        values: dict[str, Any] = {"last_received_at": now}
+        conn.execute(self._upd_series, {"b_uid": h.series_uid, "b_now": now})
+        study = conn.execute(self._sel_study, {"b_uid": h.study_uid}).one()
         mods = [m for m in (study.modalities or "").split("\\") if m]
         if h.modality and h.modality not in mods:
-            values["modalities"] = "\\".join([*mods, h.modality])
-        if (new_series or reopened) and study.status in REOPENABLE:
-            values["status"] = StudyStatus.RECEIVED.value
-            values["reason"] = None
-        conn.execute(update(studies).where(studies.c.study_uid == h.study_uid).values(values))
+            mods.append(h.modality)
+        status, reason = study.status, study.reason
+        if (new_series or reopened) and status in REOPENABLE:
+            status, reason = StudyStatus.RECEIVED.value, None
+        conn.execute(self._upd_study, {"b_uid": h.study_uid, "b_now": now,
+                                       "b_mods": "\\".join(mods), "b_status": status,
+                                       "b_reason": reason})
         return IndexResult(inserted=True, new_series=new_series, reopened=reopened)
 
     def add_quarantine(
