@@ -239,6 +239,11 @@ def make_head_neck_cta(seed: int, config: CTAConfig | None = None) -> CTAPhantom
     )
     paths = build_paths(rng, lay, tort)
     paths, stenoses, occlusions, plaques = _lesions(rng, cfg, paths)
+    inside = [
+        np.all((k >= 0) & (k <= np.array(grid.shape) - 1))
+        for k in (grid.to_index(p.center_lps)[0] for p in plaques)
+    ]
+    plaques = [p for p, keep in zip(plaques, inside, strict=True) if keep]
     art_hu, vein_hu, thyroid_hu = _phase_hu(rng, phase)
     tissue = TissueHU(
         fat=float(rng.uniform(-110, -85)),
@@ -251,6 +256,8 @@ def make_head_neck_cta(seed: int, config: CTAConfig | None = None) -> CTAPhantom
     va = {p.name: p.points for p in paths if p.name in ("VA_L", "VA_R")}
     hu, labels = render_tissue(lay, grid, tissue, va)
     vessel_labels = _draw_vessels(grid, paths, plaques, hu, art_hu, vein_hu)
+    # A lumen through bone (carotid canal, transverse foramen) is not bone.
+    labels[(vessel_labels > 0) & (labels != 0)] = 1
     mas = float(rng.uniform(100, 300))
     sd = KERNELS[kernel].base_sd * float(np.sqrt(100.0 / mas)) * 0.9
     hu = apply_scanner(rng, hu, ps, KERNELS[kernel], sd, float(rng.uniform(-8, 8)))

@@ -76,7 +76,10 @@ def add_stenosis(
     """Narrow ``path`` with a smooth (cos^2) waist graded against the distal normal lumen."""
     lo, hi = SITES[path.name]
     n = len(path.radius)
-    s0 = float(rng.uniform(lo, min(hi, (n - 1) * STEP_MM - length_mm - 12.0)))
+    total = (n - 1) * STEP_MM
+    # Short vessels (basilar, M1) get shorter lesions so a normal reference stays distal.
+    length_mm = min(length_mm, max(2.0, total - lo - 10.0))
+    s0 = float(rng.uniform(lo, max(lo, min(hi, total - length_mm / 2 - 10.0))))
     i0 = round(s0 / STEP_MM)
     i_ref = min(n - 1, i0 + round((length_mm / 2 + 10.0) / STEP_MM))
     r_ref = float(path.radius[i_ref])
@@ -114,7 +117,8 @@ def add_occlusion(rng: np.random.Generator, path: Path3) -> tuple[Path3, Occlusi
 def make_plaque(rng: np.random.Generator, path: Path3) -> Plaque:
     """A calcified plaque on the wall, partly bulging into the lumen."""
     n = len(path.radius)
-    i = int(rng.integers(min(4, n - 1), max(5, min(n - 1, int(40 / STEP_MM)))))
+    lo_mm, hi_mm = (40.0, 110.0) if path.name == "AORTA" else (2.0, 40.0)  # arch, or origin
+    i = int(rng.integers(min(int(lo_mm / STEP_MM), n - 2), min(int(hi_mm / STEP_MM), n - 1)))
     tang = path.points[min(n - 1, i + 1)] - path.points[max(0, i - 1)]
     tang /= np.linalg.norm(tang)
     d = rng.normal(size=3)
