@@ -9,7 +9,8 @@ Steps, in the order PS3.3 C.11 / C.7.6.3.1.2 define the grayscale pipeline:
 3. Modality LUT (Rescale Slope / Intercept or Modality LUT Sequence, PS3.3 C.11.1);
 4. VOI LUT Sequence or Window Center / Width (with VOI LUT Function, PS3.3 C.11.2); when
    neither is present the contrast comes from the image's own percentiles (noted);
-5. MONOCHROME1 (minimum = white) is inverted after the VOI stage (PS3.3 C.7.6.3.1.2);
+5. MONOCHROME1 (minimum = white) is inverted after the VOI stage (PS3.3 C.7.6.3.1.2),
+   as is a MONOCHROME2 image with Presentation LUT Shape INVERSE;
 6. burned-in collimation / shutter borders (uniform bands at the edges) are cropped;
 7. percentile normalisation inside the exposed field to [0, 1].
 
@@ -174,9 +175,15 @@ def display_values(ds: Dataset) -> tuple[F32, int, tuple[str, ...]]:
         notes.append("window applied")
     else:
         notes.append("no VOI LUT or window: contrast from image statistics")
+    # DX requires Presentation LUT Shape INVERSE with MONOCHROME1 (PS3.3 C.8.11.1.1.5): the
+    # two say the same thing. INVERSE on a MONOCHROME2 image (seen on CR/SC) also inverts.
+    lut_shape = str(ds.get("PresentationLUTShape") or "").upper()
     if photometric == "MONOCHROME1":
         values = np.float32(values.max() + values.min()) - values
         notes.append("MONOCHROME1 inverted")
+    elif lut_shape == "INVERSE":
+        values = np.float32(values.max() + values.min()) - values
+        notes.append("Presentation LUT Shape INVERSE applied")
     return values, factor, tuple(notes)
 
 

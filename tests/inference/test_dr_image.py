@@ -48,6 +48,20 @@ def test_monochrome1_is_inverted_to_the_same_picture(chest: SynthChest) -> None:
     assert mono1.pixels[row, mid] > np.median(mono1.pixels[row])
 
 
+def test_presentation_lut_shape(chest: SynthChest) -> None:
+    ref = load_radiograph(roundtrip(chest, DXStyle()))
+    # DX style: MONOCHROME1 with INVERSE is one inversion, not two
+    dx = roundtrip(chest, DXStyle(photometric="MONOCHROME1"))
+    dx.PresentationLUTShape = "INVERSE"
+    assert np.abs(load_radiograph(dx).pixels - ref.pixels).max() < 0.01
+    flipped = roundtrip(chest, DXStyle(photometric="MONOCHROME1"))
+    flipped.PhotometricInterpretation = "MONOCHROME2"
+    flipped.PresentationLUTShape = "INVERSE"
+    got = load_radiograph(flipped)
+    assert "Presentation LUT Shape INVERSE applied" in got.notes
+    assert np.abs(got.pixels - ref.pixels).max() < 0.01
+
+
 def test_voi_lut_only_file_is_mapped_through_its_lut(chest: SynthChest) -> None:
     ds = roundtrip(chest, DXStyle(voi="lut", spacing="none"))
     assert "WindowCenter" not in ds and "VOILUTSequence" in ds

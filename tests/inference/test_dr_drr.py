@@ -1,0 +1,55 @@
+"""The DR pipeline on CT-projection DRR phantoms (``training.phantoms.dr``) written by the
+phantom factory's own DX/CR writer. Each phantom projects a full chest CT (~20 s), so
+this is ``slow``; the fast fixed set is in ``test_dr_pipeline.py``.
+
+Seeds 500000.. are the DRR held-out seeds of ``training/dr/finetune.toml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from countyread.settings import load_settings
+from inference.dr import DRNodulePipeline
+from inference.pipeline import SeriesInput, StudyInput
+from training.dr.evaluate import Box
+
+pytestmark = pytest.mark.slow
+
+SEEDS = range(500000, 500008)
+
+
+def test_drr_nodules_of_10_mm_and_more(tmp_path: Path) -> None:
+    from training.phantoms.dicom_writer import write_dicom
+    from training.phantoms.dr import ChestDRConfig, make_chest_dr
+
+    pipeline = DRNodulePipeline.create(load_settings(data_dir=tmp_path / "var", environment="test"))
+    hits = truths = fps = 0
+    for seed in SEEDS:
+        phantom = make_chest_dr(seed, ChestDRConfig(size_px=768, pixel_spacing_mm=0.55))
+        paths = tuple(write_dicom(phantom, tmp_path / str(seed)))
+        series = SeriesInput(f"1.2.{seed}", phantom.modality, None, "CHEST", paths)
+        out = pipeline.analyze(StudyInput(f"1.3.{seed}", series.series_uid, (series,)))
+        boxes = []
+        for f in out.result.findings:
+            col, row = (float(v) for v in (f.attribute("pixel_center") or "").split(","))
+            d = (f.measurement("diameter") or 0) / phantom.projection.pixel_spacing_mm
+            boxes.append(Box.around(row, col, d))
+        matched: set[int] = set()
+        for n in phantom.nodules:
+            truth = Box(*(float(v) for v in n.bbox_px))
+            j = next(
+                (j for j, b in enumerate(boxes) if j not in matched and b.iou(truth) > 0.2), None
+            )
+            if j is not None:
+                matched.add(j)
+            if n.diameter_mm >= 10:
+                truths += 1
+                hits += j is not None
+        fps += len(boxes) - len(matched)
+    print(f"DRR: sensitivity >= 10 mm {hits}/{truths}, {fps / len(SEEDS):.2f} FP/image")
+    assert truths > 0
+    assert hits / truths >= 0.80
+    assert fps / len(SEEDS) <= 1.0
