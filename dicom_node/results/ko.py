@@ -32,7 +32,15 @@ def build_kos(signed: SignedStudy, referenced: list[Dataset]) -> Dataset | None:
         document_title=codes.DCM.OfInterest,
         referenced_objects=referenced,
         observer_person_context=observer,
-        description=f"Radiologist-verified AI findings, revision {signed.revision}"[:1024],
+        # Key Object Description (TEXT): consoles that show it get the signed impression.
+        description=" ".join(
+            p
+            for p in (
+                f"Radiologist-verified AI findings, revision {signed.revision}.",
+                signed.report_text or "",
+            )
+            if p
+        )[:1024],
     )
     kos = hd.ko.KeyObjectSelectionDocument(
         evidence=referenced,

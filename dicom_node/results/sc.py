@@ -218,7 +218,8 @@ def build_key_images(signed: SignedStudy) -> list[Dataset]:
                 sop_uid=signed.uid(Family.SC, "instance", f.id),
                 instance_number=f.number,
                 description="AI key images",
-                comments=f"{zh} / {en}",
+                # The radiologist's note travels in ImageComments, not in the pixels.
+                comments=" / ".join(c for c in (zh, en, f.comment or "") if c),
             )
         )
     logger.info("key images built", extra={"study_uid": signed.study_uid, "count": len(out)})

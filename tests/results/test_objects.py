@@ -113,6 +113,12 @@ def test_key_images_carry_caption_and_kos_references_them(
         for i in series.ReferencedSOPSequence
     }
     assert referenced == {o.sop_instance_uid for o in built.of("SC", "SR")}
+    description = next(
+        i.TextValue
+        for i in kos.ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeValue == "113012"  # Key Object Description
+    )
+    assert "右肺上叶实性结节" in description  # the signed impression (seed report)
 
 
 def test_chinese_names_round_trip_in_sr_bytes(ctx: AppContext, built: ResultSet) -> None:
