@@ -162,7 +162,7 @@ def orthanc(work: Path) -> tuple[subprocess.Popen[bytes] | None, int, str, str]:
             "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
             "StorageCompression": False, "Plugins": []}
     (work / "conf.json").write_text(json.dumps(conf))
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, exe, str(work / "conf.json")],
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, exe, str(work / "conf.json")], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=(work / "orthanc.log").open("wb"))
     if not wait_echo(4242, netns=ns, timeout=60):
         stop(proc)
@@ -170,6 +170,54 @@ def orthanc(work: Path) -> tuple[subprocess.Popen[bytes] | None, int, str, str]:
         log = (work / "orthanc.log").read_text(errors="replace")[-300:]
         return None, 0, "", f"Orthanc did not answer echo: {log}"
     return proc, 4242, ns, ""
+
+
+BARE_SERVER = """
+import socket, sys
+from pynetdicom import AE, evt, AllStoragePresentationContexts
+def store(event):
+    event.request.DataSet.getvalue()
+    return 0
+def nodelay(event):
+    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ae = AE()
+ae.maximum_pdu_size = 0
+for cx in AllStoragePresentationContexts:
+    ae.add_supported_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
+    (evt.EVT_C_STORE, store), (evt.EVT_CONN_OPEN, nodelay)])
+"""
+
+
+def bare_pynetdicom() -> tuple[subprocess.Popen[bytes], int]:
+    """A pynetdicom SCP that keeps nothing: the cost of the receive path alone."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_echo(port):
+        proc.kill()
+        raise RuntimeError("bare pynetdicom server did not start")
+    return proc, port
+
+
+def fsync_probe(directory: Path, size: int, n: int = 30) -> float:
+    """Median ms for write + fsync(file) + rename + fsync(dir) of one slice."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        tmp, dst = directory / f".t{i}", directory / f"f{i}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(tmp, dst)
+        dfd = os.open(directory, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[n // 2]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -216,6 +264,15 @@ def main() -> int:
         lines.append(row("(a) CountyRead node, durable (fsync + index)", len(one), size1, times))
 
         times = []
+        for _ in range(args.repeat):
+            proc, port = bare_pynetdicom()
+            try:
+                times.append(push(port, [one], "BARE"))
+            finally:
+                stop(proc)
+        lines.append(row("(a') bare pynetdicom SCP, keeps nothing", len(one), size1, times))
+
+        times = []
         for r in range(args.repeat):
             proc, port = storescp(work / f"storescp{r}")
             try:
@@ -250,8 +307,12 @@ def main() -> int:
                 stop(proc)
         lines.append(row("(d) CountyRead node, 4 scanners at once", 4 * len(one), size4, times))
 
+        probe = fsync_probe(work / "probe", one[0].stat().st_size)
+    load = os.getloadavg()[0]
     print(f"{args.slices} slices 512x512 int16, {size1 / 1e6:.1f} MB per series, "
-          f"best of {args.repeat}; storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs")
+          f"best of {args.repeat}; storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs, "
+          f"load average {load:.1f}; one slice write+fsync+rename+fsync(dir): "
+          f"{probe:.1f} ms (median)")
     print("\n".join(lines))
     for n in notes:
         print(n)

@@ -93,7 +93,11 @@ def build(out: Path, existing_study: str, existing_series: str) -> list[Case]:
         return lambda ds: delattr(ds, keyword)
 
     def setv(keyword: str, value: object) -> Callable[[Dataset], None]:
-        return lambda ds: setattr(ds, keyword, value)
+        def mutate(ds: Dataset) -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # invalid on purpose
+                setattr(ds, keyword, value)
+        return mutate
 
     rng = np.random.default_rng(1)
     add("garbage", 0xC210, lambda ds: rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
