@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, func, literal, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from api.deps import User
@@ -70,14 +70,17 @@ def backfill_deadlines(conn: Connection, settings: Settings, limit: int = 500) -
     """Give worklist studies without urgency/deadline a deadline counted from arrival.
 
     The analysis worker sets both; this covers rows written by older versions or by hand,
-    so the per-urgency slices of :func:`worklist_page` never miss a study.
+    so the per-urgency slices of :func:`worklist_page` never miss a study. Both lookups
+    are prefix ranges of the ``(status, urgency, deadline_at)`` index (an ``OR`` of the
+    two conditions would scan every waiting study on each request).
     """
-    rows = conn.execute(
-        select(studies.c.study_uid, studies.c.urgency, studies.c.first_received_at)
-        .where(studies.c.status.in_(WORKLIST_STATUSES),
-               or_(studies.c.deadline_at.is_(None), studies.c.urgency.is_(None)))
-        .limit(limit)
-    ).all()
+    cols = (studies.c.study_uid, studies.c.urgency, studies.c.first_received_at)
+    waiting = studies.c.status.in_(WORKLIST_STATUSES)
+    rows = list(conn.execute(select(*cols).where(waiting, studies.c.urgency.is_(None))
+                             .limit(limit)).all())
+    rows += conn.execute(select(*cols).where(
+        waiting, studies.c.urgency.in_([u.value for u in URGENCY_ORDER]),
+        studies.c.deadline_at.is_(None)).limit(limit)).all()
     for uid, urgency, received in rows:
         conn.execute(update(studies).where(studies.c.study_uid == uid).values(
             urgency=urgency or Urgency.ROUTINE.value,
@@ -88,32 +91,38 @@ def backfill_deadlines(conn: Connection, settings: Settings, limit: int = 500) -
 def worklist_page(
     conn: Connection, user: User, flt: StudyFilter, offset: int, limit: int,
 ) -> tuple[list[Mapping[Any, Any]], int]:
-    """Rows of one worklist page and the total, in urgency-then-deadline order."""
+    """Rows of one worklist page and the total, in urgency-then-deadline order.
+
+    Each (status, urgency) pair is one range of the ``(status, urgency, deadline_at)``
+    index, already in deadline order; the page is the merge of the first
+    ``offset + limit`` rows of every range, so neither database sorts the whole list.
+    """
     statuses = tuple(s for s in flt.statuses if s in WORKLIST_STATUSES) or WORKLIST_STATUSES
-    base = [*StudyFilter(statuses, flt.modality, flt.node_id, None, flt.date_from,
-                         flt.date_to).clauses(), visible_to(user)]
     urgencies: Sequence[Urgency] = (flt.urgency,) if flt.urgency else URGENCY_ORDER
-    counts: dict[str | None, int] = dict(conn.execute(
-        select(studies.c.urgency, func.count()).where(*base).group_by(studies.c.urgency)
-    ).tuples().all())
-    total = sum(int(counts.get(u.value, 0)) for u in urgencies)
-    items: list[Mapping[Any, Any]] = []
-    skip = offset
+    extra = [*StudyFilter((), flt.modality, flt.node_id, None, flt.date_from,
+                          flt.date_to).clauses(), visible_to(user)]
+    total = conn.execute(select(func.count()).select_from(studies).where(
+        studies.c.status.in_(statuses), studies.c.urgency.in_([u.value for u in urgencies]),
+        *extra)).scalar_one()
+    if offset >= total:
+        return [], int(total)
+    parts = []
     for u in urgencies:
-        n = int(counts.get(u.value, 0))
-        if skip >= n:
-            skip -= n
-            continue
-        want = limit - len(items)
-        if want <= 0:
-            break
-        items += conn.execute(
-            select(studies).where(and_(*base, studies.c.urgency == u.value))
-            .order_by(studies.c.deadline_at, studies.c.first_received_at, studies.c.study_uid)
-            .offset(skip).limit(want)
-        ).mappings().all()
-        skip = 0
-    return items, total
+        for s in statuses:
+            part = (select(studies.c.study_uid, studies.c.deadline_at,
+                           literal(u.rank).label("rank"))
+                    .where(studies.c.status == s, studies.c.urgency == u.value, *extra)
+                    .order_by(studies.c.deadline_at).limit(offset + limit).subquery())
+            parts.append(select(part.c.study_uid, part.c.deadline_at, part.c.rank))
+    merged = union_all(*parts).subquery()
+    uids = conn.execute(
+        select(merged.c.study_uid)
+        .order_by(merged.c.rank, merged.c.deadline_at, merged.c.study_uid)
+        .offset(offset).limit(limit)
+    ).scalars().all()
+    by_uid = {r["study_uid"]: r for r in conn.execute(
+        select(studies).where(studies.c.study_uid.in_(uids))).mappings()}
+    return [by_uid[u] for u in uids if u in by_uid], int(total)
 
 
 def study_page(

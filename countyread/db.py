@@ -110,6 +110,11 @@ studies = Table(
     Index("ix_studies_status_urgency", "status", "urgency", "deadline_at"),
     Index("ix_studies_received", "first_received_at"),
     Index("ix_studies_node", "source_node_id"),
+    # Worklist pages (api/worklist.py) read each (status, urgency) range in deadline order;
+    # with study_uid in the index that read never touches the table, and the township
+    # variant serves technologists and the township filter the same way.
+    Index("ix_studies_worklist", "status", "urgency", "deadline_at", "study_uid"),
+    Index("ix_studies_node_worklist", "source_node_id", "status", "urgency", "deadline_at"),
 )
 
 series = Table(
