@@ -192,20 +192,17 @@ def send_paths(
     calling_ae: str = "COUNTYREAD", tls: ssl.SSLContext | None = None,
     timeout_s: float = 60.0, on_result: Callable[[SendResult], None] | None = None,
 ) -> list[SendResult]:
-    """C-STORE every file (directories walked); one result per file, in order."""
-    results: list[SendResult] = []
-    items: list[_Item] = []
+    """C-STORE every file (directories walked); one result per file, in input order."""
+    slots: list[SendResult | _Item] = []
     for p in expand_paths(paths):
         got = _item_from_path(p)
-        if isinstance(got, SendResult):
-            results.append(got)
-            if on_result is not None:
-                on_result(got)
-        else:
-            items.append(got)
-    if items:
-        results += _send(host, port, called_ae, items, calling_ae, tls, timeout_s, on_result)
-    return results
+        slots.append(got)
+        if isinstance(got, SendResult) and on_result is not None:
+            on_result(got)
+    items = [s for s in slots if isinstance(s, _Item)]
+    sent = iter(_send(host, port, called_ae, items, calling_ae, tls, timeout_s, on_result)
+                if items else [])
+    return [s if isinstance(s, SendResult) else next(sent) for s in slots]
 
 
 def send_datasets(

@@ -120,3 +120,14 @@ def test_send_and_nodes_commands(
                       "--no-progress"])
     assert code == 1
     assert "sent 0/4" in capsys.readouterr().out
+
+
+def test_send_paths_keeps_input_order(node: DicomNode, workdir: Path) -> None:
+    files = synth.write_ct_series(workdir / "ct", 2, size=16)
+    junk = workdir / "notes.txt"
+    junk.write_text("not DICOM")
+    res = send_paths("127.0.0.1", node.port, "COUNTYREAD", [files[0], junk, files[1]],
+                     calling_ae=SCU_AE)
+    assert [r.path for r in res] == [str(files[0]), str(junk), str(files[1])]
+    assert [r.ok for r in res] == [True, False, True]
+    assert res[1].status is None and "DICOM" in (res[1].error_comment or "")
