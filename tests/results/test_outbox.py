@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -13,6 +14,7 @@ from countyread.context import AppContext
 from countyread.db import deliveries, studies, utcnow
 from countyread.domain import NodeKind
 from countyread.nodes import add_node, set_active
+from countyread.settings import load_settings
 from dicom_node import outbox
 from dicom_node.outbox import Outbox, backoff_s, resend, schedule_delivery
 from tests.peers.storage_scp import StorageSCP
@@ -122,7 +124,30 @@ def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext, scp: 
     assert pacs.id == row["node_id"]
 
 
-def test_peer_down_then_up_retries_with_backoff(ctx: AppContext) -> None:
+@pytest.fixture()
+def backoff_ctx(tmp_path: Path) -> Iterator[AppContext]:
+    """Backoff of 2 s doubling: long enough that "not due yet" holds on a loaded machine."""
+    context = AppContext.create(
+        load_settings(
+            data_dir=tmp_path / "var",
+            environment="test",
+            export_retry_base_s=2.0,
+            export_retry_max_s=60.0,
+        )
+    )
+    yield context
+    context.close()
+
+
+def _delay_bounds(row: dict[str, object], before: datetime, after: datetime) -> tuple[float, float]:
+    # The backoff starts at some moment inside the attempt: next - after <= delay <= next - before.
+    due = row["next_attempt_at"]
+    assert isinstance(due, datetime)
+    return (due - after).total_seconds(), (due - before).total_seconds()
+
+
+def test_peer_down_then_up_retries_with_backoff(backoff_ctx: AppContext) -> None:
+    ctx = backoff_ctx
     peer = StorageSCP()  # its port is free: nobody listens yet
     add_node(
         ctx.db,
@@ -136,26 +161,23 @@ def test_peer_down_then_up_retries_with_backoff(ctx: AppContext) -> None:
     study = seed_study(ctx, n_findings=2)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     box = Outbox(ctx)
-    before = utcnow()
-    assert box.tick() == 1
-    row = _row(ctx, delivery_id)
-    assert row["state"] == "pending" and row["attempts"] == 1
-    assert "association" in str(row["last_error"])
-    first_delay = (row["next_attempt_at"] - before).total_seconds()  # type: ignore[operator]
-    assert 0.15 <= first_delay <= 1.0
-    assert box.tick() == 0  # not due yet
-    _make_due(ctx)
-    before = utcnow()
-    assert box.tick() == 1
-    row = _row(ctx, delivery_id)
-    second_delay = (row["next_attempt_at"] - before).total_seconds()  # type: ignore[operator]
-    assert row["attempts"] == 2 and second_delay > first_delay
+    for attempt, delay in ((1, 2.0), (2, 4.0), (3, 8.0)):
+        before = utcnow()
+        assert box.tick() == 1
+        after = utcnow()
+        row = _row(ctx, delivery_id)
+        assert row["state"] == "pending" and row["attempts"] == attempt
+        assert "association" in str(row["last_error"])
+        low, high = _delay_bounds(row, before, after)
+        assert low - 0.01 <= delay <= high + 0.01
+        assert box.tick() == 0  # not due yet
+        _make_due(ctx)
     peer.start()
     try:
         _make_due(ctx)
         assert box.tick() == 1
         row = _row(ctx, delivery_id)
-        assert row["state"] == "sent" and row["attempts"] == 3
+        assert row["state"] == "sent" and row["attempts"] == 4
         assert len(peer.received) == len(row["objects"])  # type: ignore[arg-type]
         assert set(peer.received.values()) == {1}
     finally:
@@ -257,13 +279,13 @@ def test_background_thread_delivers_after_schedule(ctx: AppContext, scp: Storage
         send=("SR", "SEG", "SC", "KOS"),
     )
     study = seed_study(ctx, n_findings=1)
-    box = Outbox(ctx, poll_s=5.0)
+    box = Outbox(ctx, poll_s=60.0)
     box.start()
     try:
         started = time.monotonic()
-        schedule_delivery(ctx, study.study_uid)  # wakes the thread; no 5 s poll wait
+        schedule_delivery(ctx, study.study_uid)  # wakes the thread; no 60 s poll wait
         while _study_status(ctx, study.study_uid) != "delivered":
-            assert time.monotonic() - started < 4.0, "not delivered in time"
+            assert time.monotonic() - started < 30.0, "not woken by schedule_delivery"
             time.sleep(0.05)
     finally:
         box.stop()
