@@ -11,8 +11,10 @@ Use the ``orthanc`` fixture (function scope) or :func:`orthanc_peer` directly::
         orthanc.sop_instance_uids()     # what arrived
         orthanc.stop(); orthanc.start()  # simulate an outage
 
-Missing Orthanc or ``ip netns`` permission: the fixture skips with the reason (fails
-under ``CI=true``; see ``tests.conftest.require``).
+Missing Orthanc: the fixture skips with the reason (fails under ``CI=true``; see
+``tests.conftest.require``). Where ``ip netns`` / veth is not permitted, Orthanc runs on
+the host instead with its HTTP server disabled (nothing but DICOM is exposed, on a random
+port) and the reason is printed; arrivals are then read from its Lua reception log.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import json
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -57,11 +60,11 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class OrthancPeer:
-    """One Orthanc process in namespace ``netns``, reachable at ``address``."""
+    """One Orthanc process in namespace ``netns`` (None: on the host), at ``address``."""
 
     workdir: Path
-    netns: str
-    host_if: str
+    netns: str | None
+    host_if: str | None
     address: str
     host_address: str
     ae_title: str = "ORTHANC"
@@ -73,9 +76,16 @@ class OrthancPeer:
     def url(self) -> str:
         return f"http://{self.address}:{self.http_port}"
 
+    @property
+    def has_http(self) -> bool:
+        # Outside a private namespace Orthanc would expose its REST API on every
+        # interface, so the fallback runs without it.
+        return self.netns is not None
+
     def config(self) -> dict[str, Any]:
         return {
-            "Name": f"countyread-test-{self.netns}",
+            "Name": f"countyread-test-{self.netns or self.dicom_port}",
+            "HttpServerEnabled": self.has_http,
             "StorageDirectory": str(self.workdir / "storage"),
             "IndexDirectory": str(self.workdir / "index"),
             "DicomAet": self.ae_title,
@@ -99,15 +109,19 @@ class OrthancPeer:
     def start(self, timeout_s: float = 30.0) -> None:
         if self.proc is not None:
             return
-        assert ORTHANC is not None and IP is not None
+        assert ORTHANC is not None
         conf = self.workdir / "orthanc.json"
         conf.write_text(json.dumps(self.config()), encoding="utf-8")
         (self.workdir / "count.lua").write_text(
             _COUNT_LUA.replace("@LOG@", str(self.workdir / "stored.log")), encoding="utf-8"
         )
         log = open(self.workdir / "orthanc.log", "ab")  # noqa: SIM115 - owned by the process
+        command = [ORTHANC, str(conf)]
+        if self.netns is not None:
+            assert IP is not None
+            command = [IP, "netns", "exec", self.netns, *command]
         self.proc = subprocess.Popen(
-            [IP, "netns", "exec", self.netns, ORTHANC, str(conf)],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
@@ -119,12 +133,20 @@ class OrthancPeer:
                 tail = (self.workdir / "orthanc.log").read_text(errors="replace")[-2000:]
                 self.proc = None
                 raise RuntimeError(f"Orthanc exited at start-up:\n{tail}")
-            with contextlib.suppress(OSError):
-                self.get("/system")
+            if self._answers():
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError("Orthanc did not answer on HTTP within the timeout")
+        raise RuntimeError("Orthanc did not answer within the timeout")
+
+    def _answers(self) -> bool:
+        with contextlib.suppress(OSError):
+            if self.has_http:
+                self.get("/system")
+            else:
+                socket.create_connection((self.address, self.dicom_port), timeout=1).close()
+            return True
+        return False
 
     def stop(self) -> None:
         """Stop by PID (ip netns exec execs Orthanc, so the PID is Orthanc's)."""
@@ -146,6 +168,9 @@ class OrthancPeer:
         return list(self.get("/instances"))
 
     def sop_instance_uids(self) -> list[str]:
+        """SOP Instance UIDs stored now (REST API; the reception log without HTTP)."""
+        if not self.has_http:
+            return sorted(self.receptions())
         found = []
         for iid in self.instance_ids():
             tags = self.get(f"/instances/{iid}")["MainDicomTags"]
@@ -188,41 +213,61 @@ def _delete_namespace(netns: str, host_if: str) -> None:
     subprocess.run([IP, "netns", "del", netns], capture_output=True)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
-def orthanc_peer(workdir: Path, *, start: bool = True) -> Iterator[OrthancPeer]:
-    """Create the namespace and (optionally) start Orthanc; tear both down after."""
-    netns, host_if, host_addr, ns_addr = _create_namespace()
-    peer = OrthancPeer(
-        workdir=workdir, netns=netns, host_if=host_if, address=ns_addr, host_address=host_addr
-    )
+def orthanc_peer(
+    workdir: Path, *, start: bool = True, namespace: bool = True
+) -> Iterator[OrthancPeer]:
+    """Create the namespace (unless ``namespace`` is False) and start Orthanc; tear down."""
+    if namespace:
+        netns, host_if, host_addr, ns_addr = _create_namespace()
+        peer = OrthancPeer(
+            workdir=workdir, netns=netns, host_if=host_if, address=ns_addr, host_address=host_addr
+        )
+    else:
+        peer = OrthancPeer(
+            workdir=workdir,
+            netns=None,
+            host_if=None,
+            address="127.0.0.1",
+            host_address="127.0.0.1",
+            dicom_port=_free_port(),
+        )
     try:
         if start:
             peer.start()
         yield peer
     finally:
         peer.stop()
-        _delete_namespace(netns, host_if)
+        if peer.netns is not None and peer.host_if is not None:
+            _delete_namespace(peer.netns, peer.host_if)
 
 
 def _namespaces_usable() -> tuple[bool, str]:
-    if ORTHANC is None:
-        return False, "Orthanc is not installed (apt-get install orthanc)"
+    """Probe a namespace and a veth pair, exactly what the fixture needs."""
     if IP is None:
         return False, "iproute2 'ip' is not installed"
-    probe = f"crt-probe-{secrets.token_hex(3)}"
-    res = subprocess.run([IP, "netns", "add", probe], capture_output=True, text=True)
-    if res.returncode != 0:
-        return False, f"'ip netns add' is not permitted here: {res.stderr.strip()}"
-    subprocess.run([IP, "netns", "del", probe], capture_output=True)
+    try:
+        netns, host_if, _, _ = _create_namespace()
+    except subprocess.CalledProcessError as exc:
+        return False, f"'ip {' '.join(exc.cmd[1:3])}' is not permitted: {exc.stderr.strip()}"
+    _delete_namespace(netns, host_if)
     return True, ""
 
 
 @pytest.fixture()
 def orthanc(tmp_path: Path) -> Iterator[OrthancPeer]:
-    """A started Orthanc in a private namespace; stopped and removed afterwards."""
-    ok, reason = _namespaces_usable()
-    require(ok, reason)
+    """A started Orthanc in a private namespace (or, failing that, on the host, no HTTP)."""
+    require(ORTHANC is not None, "Orthanc is not installed (apt-get install orthanc)")
+    usable, reason = _namespaces_usable()
+    if not usable:
+        print(f"Orthanc fixture: {reason}; running Orthanc on the host, HTTP disabled")
     workdir = tmp_path / "orthanc"
     workdir.mkdir()
-    with orthanc_peer(workdir) as peer:
+    with orthanc_peer(workdir, namespace=usable) as peer:
         yield peer

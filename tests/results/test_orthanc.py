@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -12,7 +13,8 @@ from countyread.db import deliveries, studies, utcnow
 from countyread.domain import NodeKind
 from countyread.nodes import add_node
 from dicom_node.outbox import Outbox, schedule_delivery
-from tests.peers.orthanc import OrthancPeer
+from tests.conftest import require
+from tests.peers.orthanc import ORTHANC, OrthancPeer, orthanc_peer
 from tests.results.seed import seed_study
 
 pytestmark = pytest.mark.integration
@@ -96,3 +98,18 @@ def test_orthanc_down_during_export_then_up(ctx: AppContext, orthanc: OrthancPee
     assert orthanc.receptions() == {uid: 1 for uid in sent}
     assert sorted(orthanc.sop_instance_uids()) == sorted(sent)
     assert _status(ctx, study.study_uid) == "delivered"
+
+
+def test_fallback_peer_on_the_host_without_http(ctx: AppContext, tmp_path: Path) -> None:
+    """The fixture's fallback (no namespaces allowed) still proves arrival, exactly once."""
+    require(ORTHANC is not None, "Orthanc is not installed (apt-get install orthanc)")
+    with orthanc_peer(tmp_path, namespace=False) as orthanc:
+        assert not orthanc.has_http
+        _pacs(ctx, orthanc)
+        study = seed_study(ctx, n_findings=1)
+        (delivery_id,) = schedule_delivery(ctx, study.study_uid)
+        assert Outbox(ctx).tick() == 1
+        row = _delivery(ctx, delivery_id)
+        assert row["state"] == "sent", row["last_error"]
+        sent = {o["sop_instance_uid"] for o in row["objects"]}  # type: ignore[attr-defined]
+        assert orthanc.receptions() == dict.fromkeys(sent, 1)
