@@ -184,6 +184,7 @@ ae = AE()
 ae.maximum_pdu_size = 0
 for cx in AllStoragePresentationContexts:
     ae.add_supported_context(cx.abstract_syntax, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+ae.add_supported_context("1.2.840.10008.1.1")
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[
     (evt.EVT_C_STORE, store), (evt.EVT_CONN_OPEN, nodelay)])
 """
