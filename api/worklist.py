@@ -1,19 +1,20 @@
 """The worklist query: urgency rank, then deadline, fast on 100,000 studies.
 
 One ``ORDER BY CASE urgency ...`` over the whole table makes the database sort every
-worklist row on each request. Instead the page is cut out of per-urgency slices, each
-read in deadline order from the ``(status, urgency, deadline_at)`` index, after counting
-the slices (an index-only count); a page touches at most ``offset + limit`` rows.
+worklist row on each request. Instead the page is merged from per-(status, urgency)
+ranges, each read in deadline order from an index; a page touches at most
+``9 x (offset + limit)`` index entries plus an index-only count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, or_, select, union_all, update
+from sqlalchemy import ColumnElement, bindparam, func, literal, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 
 from api.deps import User
@@ -66,6 +67,16 @@ def _utc_midnight(d: date) -> datetime:
     return datetime.combine(d, time(0), tzinfo=UTC)
 
 
+_BACKFILL_COLS = (studies.c.study_uid, studies.c.urgency, studies.c.first_received_at)
+_NO_URGENCY = select(*_BACKFILL_COLS).where(
+    studies.c.status.in_(WORKLIST_STATUSES), studies.c.urgency.is_(None)
+).limit(bindparam("n"))
+_NO_DEADLINE = select(*_BACKFILL_COLS).where(
+    studies.c.status.in_(WORKLIST_STATUSES),
+    studies.c.urgency.in_([u.value for u in URGENCY_ORDER]), studies.c.deadline_at.is_(None),
+).limit(bindparam("n"))
+
+
 def backfill_deadlines(conn: Connection, settings: Settings, limit: int = 500) -> int:
     """Give worklist studies without urgency/deadline a deadline counted from arrival.
 
@@ -74,13 +85,8 @@ def backfill_deadlines(conn: Connection, settings: Settings, limit: int = 500) -
     are prefix ranges of the ``(status, urgency, deadline_at)`` index (an ``OR`` of the
     two conditions would scan every waiting study on each request).
     """
-    cols = (studies.c.study_uid, studies.c.urgency, studies.c.first_received_at)
-    waiting = studies.c.status.in_(WORKLIST_STATUSES)
-    rows = list(conn.execute(select(*cols).where(waiting, studies.c.urgency.is_(None))
-                             .limit(limit)).all())
-    rows += conn.execute(select(*cols).where(
-        waiting, studies.c.urgency.in_([u.value for u in URGENCY_ORDER]),
-        studies.c.deadline_at.is_(None)).limit(limit)).all()
+    rows = list(conn.execute(_NO_URGENCY, {"n": limit}).all())
+    rows += conn.execute(_NO_DEADLINE, {"n": limit}).all()
     for uid, urgency, received in rows:
         conn.execute(update(studies).where(studies.c.study_uid == uid).values(
             urgency=urgency or Urgency.ROUTINE.value,
@@ -88,41 +94,102 @@ def backfill_deadlines(conn: Connection, settings: Settings, limit: int = 500) -
     return len(rows)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a worklist statement looks like; values travel as bound parameters."""
+
+    statuses: tuple[str, ...]
+    urgencies: tuple[Urgency, ...]
+    modality: bool
+    node: bool
+    date_from: bool
+    date_to: bool
+
+
+def _bound_filters(shape: _Shape) -> list[ColumnElement[bool]]:
+    ts = studies.c.first_received_at.type
+    out: list[ColumnElement[bool]] = []
+    if shape.modality:
+        out.append(or_(studies.c.modalities == bindparam("m_only"),
+                       studies.c.modalities.like(bindparam("m_first"), escape="!"),
+                       studies.c.modalities.like(bindparam("m_last"), escape="!"),
+                       studies.c.modalities.like(bindparam("m_mid"), escape="!")))
+    if shape.node:
+        out.append(studies.c.source_node_id == bindparam("node"))
+    if shape.date_from:
+        out.append(studies.c.first_received_at >= bindparam("date_from", type_=ts))
+    if shape.date_to:
+        out.append(studies.c.first_received_at < bindparam("date_to", type_=ts))
+    return out
+
+
+@lru_cache(maxsize=256)
+def _statements(shape: _Shape) -> tuple[Any, Any]:
+    """Count and page statements for one shape, built once.
+
+    Building a 9-way UNION with SQLAlchemy costs ~20 ms of Python per request on this
+    hardware while the database answers in < 1 ms; a cached statement object also keeps
+    its cache key, so each request only binds values.
+    """
+    extra = _bound_filters(shape)
+    count = select(func.count()).select_from(studies).where(
+        studies.c.status.in_(shape.statuses),
+        studies.c.urgency.in_([u.value for u in shape.urgencies]), *extra)
+    parts = []
+    for u in shape.urgencies:
+        for s in shape.statuses:
+            part = (select(studies.c.study_uid, studies.c.deadline_at,
+                           literal(u.rank).label("rank"))
+                    .where(studies.c.status == s, studies.c.urgency == u.value, *extra)
+                    .order_by(studies.c.deadline_at).limit(bindparam("upto")).subquery())
+            parts.append(select(part.c.study_uid, part.c.deadline_at, part.c.rank))
+    merged = union_all(*parts).subquery()
+    page = (select(merged.c.study_uid)
+            .order_by(merged.c.rank, merged.c.deadline_at, merged.c.study_uid)
+            .offset(bindparam("offset")).limit(bindparam("limit")))
+    return count, page
+
+
+_ROWS = select(studies).where(studies.c.study_uid.in_(bindparam("uids", expanding=True)))
+
+
 def worklist_page(
     conn: Connection, user: User, flt: StudyFilter, offset: int, limit: int,
 ) -> tuple[list[Mapping[Any, Any]], int]:
     """Rows of one worklist page and the total, in urgency-then-deadline order.
 
-    Each (status, urgency) pair is one range of the ``(status, urgency, deadline_at)``
-    index, already in deadline order; the page is the merge of the first
+    Each (status, urgency) pair is one range of the ``(status, urgency, deadline_at,
+    study_uid)`` index, already in deadline order; the page is the merge of the first
     ``offset + limit`` rows of every range, so neither database sorts the whole list.
     """
+    node = flt.node_id
+    if user.is_technologist:
+        if user.node_id is None or (node is not None and node != user.node_id):
+            return [], 0
+        node = user.node_id
     statuses = tuple(s for s in flt.statuses if s in WORKLIST_STATUSES) or WORKLIST_STATUSES
-    urgencies: Sequence[Urgency] = (flt.urgency,) if flt.urgency else URGENCY_ORDER
-    extra = [*StudyFilter((), flt.modality, flt.node_id, None, flt.date_from,
-                          flt.date_to).clauses(), visible_to(user)]
-    total = conn.execute(select(func.count()).select_from(studies).where(
-        studies.c.status.in_(statuses), studies.c.urgency.in_([u.value for u in urgencies]),
-        *extra)).scalar_one()
+    urgencies = (flt.urgency,) if flt.urgency else URGENCY_ORDER
+    shape = _Shape(statuses, urgencies, bool(flt.modality), node is not None,
+                   flt.date_from is not None, flt.date_to is not None)
+    params: dict[str, Any] = {}
+    if flt.modality:
+        m = flt.modality.upper()
+        # modalities is a backslash-joined list such as "CT\SR" (PS3.5 6.4, VM > 1).
+        params.update(m_only=m, m_first=f"{m}\\%", m_last=f"%\\{m}", m_mid=f"%\\{m}\\%")
+    if node is not None:
+        params["node"] = node
+    if flt.date_from is not None:
+        params["date_from"] = _utc_midnight(flt.date_from)
+    if flt.date_to is not None:
+        params["date_to"] = _utc_midnight(flt.date_to) + timedelta(days=1)
+    count, page = _statements(shape)
+    total = int(conn.execute(count, params).scalar_one())
     if offset >= total:
-        return [], int(total)
-    parts = []
-    for u in urgencies:
-        for s in statuses:
-            part = (select(studies.c.study_uid, studies.c.deadline_at,
-                           literal(u.rank).label("rank"))
-                    .where(studies.c.status == s, studies.c.urgency == u.value, *extra)
-                    .order_by(studies.c.deadline_at).limit(offset + limit).subquery())
-            parts.append(select(part.c.study_uid, part.c.deadline_at, part.c.rank))
-    merged = union_all(*parts).subquery()
-    uids = conn.execute(
-        select(merged.c.study_uid)
-        .order_by(merged.c.rank, merged.c.deadline_at, merged.c.study_uid)
-        .offset(offset).limit(limit)
-    ).scalars().all()
-    by_uid = {r["study_uid"]: r for r in conn.execute(
-        select(studies).where(studies.c.study_uid.in_(uids))).mappings()}
-    return [by_uid[u] for u in uids if u in by_uid], int(total)
+        return [], total
+    uids = conn.execute(page, {**params, "upto": offset + limit, "offset": offset,
+                               "limit": limit}).scalars().all()
+    by_uid = {r["study_uid"]: r for r in conn.execute(_ROWS, {"uids": list(uids)}).mappings()}
+    return [by_uid[u] for u in uids if u in by_uid], total
 
 
 def study_page(
