@@ -30,6 +30,10 @@ def test_login_issues_a_bearer_token_that_opens_the_api(ctx: AppContext,
     assert me.status_code == 200 and me.json()["username"] == "rad"
 
 
+def test_healthz_needs_no_login(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite"}
+
+
 def test_wrong_password_unknown_user_and_missing_token_are_401(ctx: AppContext,
                                                                client: TestClient) -> None:
     seed.add_user(ctx, "rad", Role.RADIOLOGIST)
