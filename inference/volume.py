@@ -241,6 +241,7 @@ def load_volume(
         raw = _read_pixels(h, cache)
         if raw.shape != (rows, cols):
             raise NotAnalyzableError("pixel data size differs from Rows/Columns")
+        hu: npt.NDArray[Any]
         if h.slope == 1.0 and raw.dtype.kind in "iu" and abs(h.intercept) < 32768:
             hu = raw.astype(np.int32) + round(h.intercept)
         else:

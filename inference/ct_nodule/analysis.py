@@ -1,0 +1,102 @@
+"""Volume -> assessed nodules: lung mask, candidates, network, measurements, categories.
+
+Pure stages on an in-memory :class:`~countyread.domain.Volume`; the pipeline class does
+series selection, volume loading and output assembly around this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from scipy import ndimage
+
+from countyread.domain import Volume
+from inference.ct_nodule.candidates import find_candidates, make_work_grid
+from inference.ct_nodule.detector import Detection, RunFn, detect
+from inference.ct_nodule.lungs import LungMask, segment_lungs
+from inference.ct_nodule.measure import NoduleMeasurements, measure
+from inference.ct_nodule.rules import MASS_MM, NoduleFacts, NoduleType, lung_rads
+
+PLEURA_MM = 2.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AssessedNodule:
+    detection: Detection
+    measurements: NoduleMeasurements
+    side: str
+    location: str  # lung / juxtapleural
+    category: str
+    facts: NoduleFacts
+
+    @property
+    def is_mass(self) -> bool:
+        return (
+            self.measurements.axes.mean_mm >= MASS_MM or self.measurements.axes.long_mm >= MASS_MM
+        )
+
+
+@dataclass
+class StageTimer:
+    """Wall-clock milliseconds per named stage, in call order."""
+
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+    def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.timings.append((name, round((time.perf_counter() - t0) * 1000.0, 1)))
+        return out
+
+
+def _location(volume: Volume, lung: LungMask, det: Detection) -> str:
+    """Juxtapleural when the nodule comes within PLEURA_MM of tissue outside the lungs."""
+    steps = max(1, round(PLEURA_MM / min(volume.spacing)))
+    grown = ndimage.binary_dilation(np.pad(det.mask, steps), iterations=steps)
+    pts = np.argwhere(grown) - steps + np.array([b.start for b in det.box])
+    pts = pts[:: max(1, len(pts) // 4000)]
+    inside = lung.contains(pts.astype(np.float64))
+    return "juxtapleural" if (~inside).mean() > 0.02 else "lung"
+
+
+def assess(volume: Volume, lung: LungMask, det: Detection) -> AssessedNodule:
+    m = measure(det.mask, volume.array[det.box], volume.spacing)
+    centre_lps = volume.index_to_lps(det.center_kji)
+    side = "left" if centre_lps[0] > lung.midline_x else "right"
+    location = _location(volume, lung, det)
+    facts = NoduleFacts(
+        type=m.type,
+        mean_diameter_mm=m.axes.mean_mm,
+        solid_part_mm=m.solid_part_mm,
+        juxtapleural_or_perifissural=location != "lung",
+        smooth_margin=m.margin == "smooth",
+        spiculated=m.margin == "spiculated" and m.type is not NoduleType.CALCIFIED,
+    )
+    return AssessedNodule(det, m, side, location, lung_rads(facts), facts)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeAnalysis:
+    lung: LungMask
+    nodules: tuple[AssessedNodule, ...]
+    n_candidates: int
+    timings_ms: tuple[tuple[str, float], ...]
+
+
+def analyze_volume(
+    volume: Volume, run: RunFn, min_probability: float, timer: StageTimer | None = None
+) -> VolumeAnalysis:
+    """Every detection with probability >= ``min_probability``, measured and categorised."""
+    timer = timer or StageTimer()
+    lung = timer.run("lung_mask", segment_lungs, volume)
+    grid = timer.run("work_grid", make_work_grid, volume, lung)
+    cands = timer.run("candidates", find_candidates, grid)
+    del grid  # the 1 mm grid is the largest array after the volume: free it early
+    dets = timer.run("model", detect, volume, cands, run, min_probability)
+    nodules = timer.run("measurements", lambda: tuple(assess(volume, lung, d) for d in dets))
+    return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings))

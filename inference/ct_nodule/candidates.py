@@ -1,0 +1,182 @@
+"""Candidate generation: dense blobs inside the lungs on a 1 mm working grid.
+
+Voxels brighter than ground glass (smoothed HU > -700) inside the lung mask form the
+foreground; peaks of its Euclidean distance map are candidate centres (a sphere of
+radius r has one peak of height r; a vessel a ridge). A shape cue ranks candidates:
+the share of foreground in a ball of twice the peak radius is about 1/8 for an
+isolated sphere and well above 1/3 for a vessel, so the cap on candidates keeps blobs
+and drops vessel ridges first. The network decides the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from countyread.domain import Volume
+from inference.ct_nodule.lungs import LungMask
+
+WORK_MM = 1.0
+FOREGROUND_HU = -700.0
+MIN_RADIUS_MM = 1.5
+MAX_CANDIDATES = 200
+CORE_LEVELS = (2, 3, 4, 6, 9, 13)
+MAX_ELONGATION = 2.5
+MAX_CORE_EXTENT_MM = 40
+
+
+@dataclass(frozen=True, slots=True)
+class WorkGrid:
+    """A 1 mm isotropic resampling of the lung box (``scipy.ndimage.zoom`` grid mode):
+    volume index = origin + (w + 0.5) / factor - 0.5."""
+
+    array: npt.NDArray[np.float32]
+    lung: npt.NDArray[np.bool_]
+    origin: tuple[int, int, int]
+    factor: tuple[float, float, float]
+
+    def to_volume_index(self, w: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.asarray(self.origin) + (np.atleast_2d(w) + 0.5) / np.asarray(self.factor) - 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A candidate centre in volume indices (slice, row, column) with its size cue."""
+
+    center_kji: tuple[float, float, float]
+    radius_mm: float
+    crowding: float  # foreground share in a ball of twice the radius
+
+    @property
+    def diameter_estimate_mm(self) -> float:
+        return 2.0 * self.radius_mm
+
+
+def make_work_grid(volume: Volume, lung: LungMask) -> WorkGrid:
+    box = lung.upsampled_bbox(volume.shape)
+    crop = volume.array[box]
+    factor = tuple(float(s) / WORK_MM for s in volume.spacing)
+    out_shape = tuple(max(1, round(n * f)) for n, f in zip(crop.shape, factor, strict=True))
+    real = tuple(o / n for o, n in zip(out_shape, crop.shape, strict=True))
+    work = ndimage.zoom(crop, real, output=np.float32, order=1, grid_mode=True, mode="nearest")
+    # lung mask onto the work grid (nearest neighbour through index arithmetic)
+    idx = [
+        np.clip(
+            ((box[a].start + (np.arange(out_shape[a]) + 0.5) / real[a] - 0.5) / lung.stride[a])
+            .round()
+            .astype(int),
+            0,
+            lung.mask.shape[a] - 1,
+        )
+        for a in range(3)
+    ]
+    lung_w = lung.mask[np.ix_(idx[0], idx[1], idx[2])]
+    origin = (box[0].start, box[1].start, box[2].start)
+    return WorkGrid(work, lung_w, origin, real)  # type: ignore[arg-type]
+
+
+def find_candidates(grid: WorkGrid, max_candidates: int = MAX_CANDIDATES) -> list[Candidate]:
+    """Compact cores of the foreground at several depths, most blob-like first."""
+    smooth = ndimage.gaussian_filter(grid.array, 1.0)
+    fg = (smooth > FOREGROUND_HU) & grid.lung
+    del smooth
+    # Taxicab chamfer distance: the centre of a ball of radius R reads about R, like the
+    # Euclidean map, at a fraction of its cost on a 25 M voxel grid.
+    depth = ndimage.distance_transform_cdt(fg, metric="taxicab").astype(np.int16)
+    found: list[tuple[npt.NDArray[np.int_], float, float]] = []
+    for level in CORE_LEVELS:
+        found += _compact_cores(depth, level)
+    if not found:
+        return []
+    found.sort(key=lambda f: -f[1])
+    pts = np.array([f[0] for f in found])
+    radii = np.array([f[1] for f in found], dtype=np.float32)
+    cands = []
+    for n in _suppress(pts, radii):
+        p, r, elong = found[n]
+        crowd = _crowding(fg, p, 2.0 * r)
+        w_center = grid.to_volume_index(p.astype(np.float64))[0]
+        cands.append(
+            Candidate(
+                (float(w_center[0]), float(w_center[1]), float(w_center[2])), r, crowd + 0.1 * elong
+            )
+        )
+    # Cores of 3 mm radius and more (nodules >= 6 mm) first, each group least crowded first.
+    cands.sort(key=lambda c: (c.radius_mm < 3.0, c.crowding))
+    return cands[:max_candidates]
+
+
+def _compact_cores(
+    depth: npt.NDArray[np.int16], level: int
+) -> list[tuple[npt.NDArray[np.int_], float, float]]:
+    """Components of ``depth >= level`` whose shape is not elongated (not a vessel core).
+
+    Returns (deepest voxel, radius estimate in mm, elongation) per compact component.
+    """
+    full = depth >= level
+    if not full.any():
+        return []
+    # deeper levels are sparse: label only their bounding box
+    box = tuple(
+        slice(int(ix[0]), int(ix[-1]) + 1)
+        for ix in (
+            np.flatnonzero(full.any(axis=(1, 2))),
+            np.flatnonzero(full.any(axis=(0, 2))),
+            np.flatnonzero(full.any(axis=(0, 1))),
+        )
+    )
+    core = full[box]
+    depth_box = depth[box]
+    offset = np.array([b.start for b in box])
+    labels, _ = ndimage.label(core, structure=np.ones((3, 3, 3), bool))
+    out = []
+    for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sub = labels[sl] == lab
+        pts = np.argwhere(sub)
+        d = depth_box[sl][sub]
+        ext = np.ptp(pts, axis=0) + 1
+        if ext.max() > 2 * MAX_CORE_EXTENT_MM:
+            continue
+        if len(pts) >= 4:
+            ev = np.linalg.eigvalsh(np.cov(pts.T) + 0.25 * np.eye(3))
+            elong = float(np.sqrt(ev[-1] / ev[0]))
+        else:
+            elong = float(ext.max())
+        if elong > MAX_ELONGATION:
+            continue
+        top = int(np.argmax(d))
+        centre = pts[top] + np.array([s.start for s in sl]) + offset
+        out.append((centre, float(d[top]), elong))
+    return out
+
+
+def _suppress(pts: npt.NDArray[np.int_], radii: npt.NDArray[np.float32]) -> list[int]:
+    """Greedy non-maximum suppression (largest radius first) within 1.5 radii."""
+    tree = cKDTree(pts)
+    alive = np.ones(len(pts), dtype=bool)
+    kept = []
+    for n in range(len(pts)):
+        if not alive[n]:
+            continue
+        kept.append(n)
+        for m in tree.query_ball_point(pts[n], max(float(radii[n]), 2.0) * 1.5):
+            alive[m] = False
+    return kept
+
+
+def _crowding(fg: npt.NDArray[np.bool_], p: npt.NDArray[np.int_], radius: float) -> float:
+    r = max(2, int(np.ceil(radius)))
+    lo = np.maximum(p - r, 0)
+    hi = np.minimum(p + r + 1, fg.shape)
+    sub = fg[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    zz, yy, xx = np.ogrid[
+        lo[0] - p[0] : hi[0] - p[0], lo[1] - p[1] : hi[1] - p[1], lo[2] - p[2] : hi[2] - p[2]
+    ]
+    ball = zz**2 + yy**2 + xx**2 <= radius**2
+    return float(sub[ball].mean()) if ball.any() else 1.0

@@ -1,0 +1,144 @@
+"""Run the candidate network and turn its outputs into nodule masks on the volume grid.
+
+The network's mask (on its 16^3 patch) says which object is the nodule - not the vessel
+or chest wall beside it; the boundary is then taken from HU at the midpoint between the
+nodule's attenuation and the surrounding lung, the partial-volume edge a radiologist's
+lung-window caliper follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from countyread.domain import Volume
+from inference.ct_nodule.candidates import Candidate
+from inference.ct_nodule.patches import PATCH, extract_patch, patch_spacing, patch_to_volume
+
+BATCH = 64
+LUNG_HU = -850.0
+
+RunFn = Callable[[npt.NDArray[np.float32]], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected nodule: probability, mask cropped to ``box`` of the volume grid."""
+
+    probability: float
+    box: tuple[slice, slice, slice]
+    mask: npt.NDArray[np.bool_]
+    center_kji: tuple[float, float, float]
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int, int, int]:
+        b = self.box
+        return (b[0].start, b[1].start, b[2].start, b[0].stop, b[1].stop, b[2].stop)
+
+
+def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))), dtype=np.float32)
+
+
+def score_candidates(
+    volume: Volume, cands: list[Candidate], run: RunFn
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Probabilities (N) and mask probabilities (N x P x P x P) of every candidate."""
+    if not cands:
+        return np.zeros(0, np.float32), np.zeros((0, PATCH, PATCH, PATCH), np.float32)
+    probs, masks = [], []
+    for start in range(0, len(cands), BATCH):
+        chunk = cands[start : start + BATCH]
+        x = np.stack(
+            [
+                extract_patch(
+                    volume.array, c.center_kji, patch_spacing(c.radius_mm), volume.spacing
+                )
+                for c in chunk
+            ]
+        )[:, None]
+        logit, mask_logit = run(x)
+        probs.append(_sigmoid(logit[:, 0]))
+        masks.append(_sigmoid(mask_logit[:, 0]))
+    return np.concatenate(probs), np.concatenate(masks)
+
+
+def nodule_mask(
+    volume: Volume, cand: Candidate, mask_prob: npt.NDArray[np.float32]
+) -> tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]] | None:
+    """The nodule's voxels near one candidate, or None when the network drew nothing."""
+    s = patch_spacing(cand.radius_mm)
+    box, prob = patch_to_volume(mask_prob, cand.center_kji, s, volume.spacing, volume.shape)
+    region = prob > 0.5
+    if region.sum() < 2:
+        return None
+    hu = ndimage.gaussian_filter(volume.array[box].astype(np.float32), 0.6)
+    ring = ndimage.binary_dilation(region, iterations=2) & ~region
+    lung_vals = hu[ring & (hu < -600)]
+    bg = float(np.median(lung_vals)) if lung_vals.size > 10 else LUNG_HU
+    inside = hu[region]
+    nod = (
+        float(np.median(inside[inside > bg + 150]))
+        if (inside > bg + 150).any()
+        else float(inside.max())
+    )
+    thr = float(np.clip((bg + nod) / 2.0, -760.0, -250.0))
+    grown = ndimage.binary_dilation(region, iterations=1) & (hu > thr)
+    lab, n = ndimage.label(grown)
+    if n == 0:
+        return None
+    overlap = np.bincount(lab[region], minlength=n + 1)
+    overlap[0] = 0
+    keep = lab == int(np.argmax(overlap))
+    return box, keep
+
+
+def detect(
+    volume: Volume, cands: list[Candidate], run: RunFn, min_probability: float = 0.05
+) -> list[Detection]:
+    """Score, segment and merge candidates; detections sorted by probability."""
+    probs, mask_probs = score_candidates(volume, cands, run)
+    found: list[Detection] = []
+    for n in np.argsort(-probs):
+        p = float(probs[n])
+        if p < min_probability:
+            break
+        seg = nodule_mask(volume, cands[n], mask_probs[n])
+        if seg is None:
+            continue
+        box, mask = seg
+        centre_local = np.asarray(ndimage.center_of_mass(mask))
+        centre = centre_local + np.array([b.start for b in box])
+        if any(_inside(d, centre) or _inside_mask_overlap(d, box, mask) for d in found):
+            continue
+        found.append(
+            Detection(p, box, mask, (float(centre[0]), float(centre[1]), float(centre[2])))
+        )
+    return found
+
+
+def _inside(d: Detection, centre: npt.NDArray[np.float64]) -> bool:
+    idx = np.round(centre).astype(int) - np.array([b.start for b in d.box])
+    if np.any(idx < 0) or np.any(idx >= d.mask.shape):
+        return False
+    return bool(d.mask[tuple(idx)])
+
+
+def _inside_mask_overlap(d: Detection, box: tuple[slice, ...], mask: npt.NDArray[np.bool_]) -> bool:
+    """Whether two cropped masks share at least a quarter of the smaller one."""
+    lo = [max(a.start, b.start) for a, b in zip(d.box, box, strict=True)]
+    hi = [min(a.stop, b.stop) for a, b in zip(d.box, box, strict=True)]
+    if any(h <= low for low, h in zip(lo, hi, strict=True)):
+        return False
+    a = d.mask[
+        tuple(slice(low - s.start, h - s.start) for low, h, s in zip(lo, hi, d.box, strict=True))
+    ]
+    b = mask[
+        tuple(slice(low - s.start, h - s.start) for low, h, s in zip(lo, hi, box, strict=True))
+    ]
+    inter = int((a & b).sum())
+    return inter >= 0.25 * min(int(d.mask.sum()), int(mask.sum()))

@@ -1,0 +1,84 @@
+"""Key images of the CT nodule pipeline: axial lung-window slice with contour and caliper,
+a zoomed patch, and one coronal MIP overview with every finding marked."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from countyread.domain import Volume
+from inference.ct_nodule.detector import Detection
+from inference.ct_nodule.measure import NoduleMeasurements
+from inference.render import (
+    LUNG_WINDOW,
+    RGB,
+    add_caption,
+    draw_contour,
+    draw_line,
+    draw_marks,
+    mip,
+    resample_for_display,
+    window,
+)
+
+CONTOUR = (255, 64, 64)
+CALIPER = (64, 255, 64)
+ZOOM_MM = 40.0
+
+
+def _full_mask_slice(volume: Volume, det: Detection, k_local: int) -> npt.NDArray[np.bool_]:
+    full = np.zeros(volume.shape[1:], dtype=bool)
+    full[det.box[1], det.box[2]] = det.mask[k_local]
+    return full
+
+
+def axial_image(volume: Volume, det: Detection, m: NoduleMeasurements, caption: list[str]) -> RGB:
+    k_local = m.axes.slice_index
+    k = det.box[0].start + k_local
+    img = window(volume.array[k], *LUNG_WINDOW)
+    img = draw_contour(img, _full_mask_slice(volume, det, k_local), CONTOUR)
+    (r0, c0), (r1, c1) = m.axes.endpoints
+    off = (det.box[1].start, det.box[2].start)
+    img = draw_line(img, (r0 + off[0], c0 + off[1]), (r1 + off[0], c1 + off[1]), CALIPER)
+    _, dy, dx = volume.spacing
+    img = resample_for_display(img, dy, dx)
+    return add_caption(img, caption)
+
+
+def zoom_image(volume: Volume, det: Detection, m: NoduleMeasurements, label: str) -> RGB:
+    k_local = m.axes.slice_index
+    k = det.box[0].start + k_local
+    _, dy, dx = volume.spacing
+    cr = (det.box[1].start + det.box[1].stop) // 2
+    cc = (det.box[2].start + det.box[2].stop) // 2
+    hr = max(int(ZOOM_MM / 2 / dy), (det.box[1].stop - det.box[1].start))
+    hc = max(int(ZOOM_MM / 2 / dx), (det.box[2].stop - det.box[2].start))
+    r0, r1 = max(0, cr - hr), min(volume.shape[1], cr + hr)
+    c0, c1 = max(0, cc - hc), min(volume.shape[2], cc + hc)
+    img = window(volume.array[k, r0:r1, c0:c1], *LUNG_WINDOW)
+    mask = _full_mask_slice(volume, det, k_local)[r0:r1, c0:c1]
+    scale = 320.0 / max(1, img.shape[0])
+    big = resample_for_display(img, dy, dx, scale)
+    mask_big = resample_for_display(
+        np.repeat(mask[..., None].astype(np.uint8) * 255, 3, 2), dy, dx, scale
+    )
+    big = draw_contour(big, mask_big[..., 0] > 127, CONTOUR)
+    return add_caption(big, [label])
+
+
+def coronal_overview(volume: Volume, dets: list[Detection], labels: list[str]) -> RGB:
+    """Coronal MIP (lung window) with a circle per finding; superior at the top."""
+    proj = mip(volume.array, axis=1)[::-1]  # (slice, column), flipped so the head is up
+    img = window(proj, *LUNG_WINDOW)
+    dz, _, dx = volume.spacing
+    scale = 1.0
+    img = resample_for_display(img, dz, dx, scale)
+    sz = img.shape[0] / volume.shape[0]
+    sx = img.shape[1] / volume.shape[2]
+    pts, radii = [], []
+    for d in dets:
+        k, _, i = d.center_kji
+        pts.append(((volume.shape[0] - 1 - k) * sz, i * sx))
+        radii.append(max(d.mask.shape[2] * sx / 2.0, 8.0))
+    img = draw_marks(img, pts, radii, labels)
+    return add_caption(img, ["Coronal MIP, lung window: AI findings"])
