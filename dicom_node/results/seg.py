@@ -78,6 +78,40 @@ def _description(
     )
 
 
+_Placed = tuple[ConfirmedFinding, tuple[slice, slice, slice], np.ndarray]
+
+
+def _label_map(
+    placed: list[_Placed], source: SourceSeries, index: dict[str, int], shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Frames x rows x columns: a uint8 label map, or a 4-D boolean stack on overlap.
+
+    Disjoint segments (the usual case) go to highdicom as a label map, which makes the
+    same BINARY SEG while skipping its costly per-segment overlap analysis of a 4-D stack
+    (a CTA vessel mask can span 200 slices); only overlapping masks pay for the stack.
+    """
+    labels = np.zeros(shape, dtype=np.uint8)
+    for s, (_, window, part) in enumerate(placed):
+        for dk in range(part.shape[0]):
+            frame = index[source.sop_uids[window[0].start + dk]]
+            region = labels[frame, window[1], window[2]]
+            if (region[part[dk]] != 0).any():
+                return _stack(placed, source, index, shape)
+            region[part[dk]] = s + 1
+    return labels
+
+
+def _stack(
+    placed: list[_Placed], source: SourceSeries, index: dict[str, int], shape: tuple[int, int, int]
+) -> np.ndarray:
+    stack = np.zeros((*shape, len(placed)), dtype=bool)
+    for s, (_, window, part) in enumerate(placed):
+        for dk in range(part.shape[0]):
+            frame = index[source.sop_uids[window[0].start + dk]]
+            stack[frame, window[1], window[2], s] |= part[dk]
+    return stack
+
+
 def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
     """Build the SEG; return it with finding id -> segment number, or None without masks."""
     picked = _segmentable(signed)
@@ -86,7 +120,7 @@ def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
     source, found = picked
     n_slices = len(source)
     rows, cols = int(source.at(0).Rows), int(source.at(0).Columns)
-    placed: list[tuple[ConfirmedFinding, tuple[slice, slice, slice], np.ndarray]] = []
+    placed: list[_Placed] = []
     touched: set[int] = set()
     for f in found:
         assert f.mask is not None
@@ -112,18 +146,12 @@ def build_seg(signed: SignedStudy) -> tuple[Dataset, dict[int, int]] | None:
     # share that instance's frame (union), since a SEG frame derives from one source image.
     sops = list(dict.fromkeys(source.sop_uids[k] for k in sorted(touched)))
     index = {sop: n for n, sop in enumerate(sops)}
-    labels = np.zeros((len(sops), rows, cols, len(placed)), dtype=bool)
-    numbers: dict[int, int] = {}
-    descriptions = []
-    for s, (f, window, part) in enumerate(placed):
-        for dk in range(part.shape[0]):
-            frame = index[source.sop_uids[window[0].start + dk]]
-            labels[frame, window[1], window[2], s] |= part[dk]
-        numbers[f.id] = s + 1
-        descriptions.append(_description(signed, f, s + 1))
+    numbers = {f.id: s + 1 for s, (f, _, _) in enumerate(placed)}
+    descriptions = [_description(signed, f, s + 1) for s, (f, _, _) in enumerate(placed)]
+    pixels = _label_map(placed, source, index, (len(sops), rows, cols))
     seg = hd.seg.Segmentation(
         source_images=[source.at(source.sop_uids.index(sop)) for sop in sops],
-        pixel_array=labels,
+        pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=signed.uid(Family.SEG, "series"),

@@ -231,3 +231,30 @@ def test_radiograph_finding_is_a_circle_on_the_image(ctx: AppContext) -> None:
         region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
         == study.sop_uids[0]
     )
+
+
+def test_overlapping_masks_keep_both_segments(ctx: AppContext) -> None:
+    """Two findings on one vessel share a mask: the SEG holds both, overlapping."""
+    study = seed_study(ctx, n_findings=2)
+    with ctx.db.begin() as conn:  # the pipeline may name a finding's mask explicitly
+        conn.execute(
+            update(findings)
+            .where(findings.c.id == study.finding_ids[1])
+            .values(attributes={"type": "solid", "lobe": "RUL", "mask": "mask_0"})
+        )
+    sign(ctx, study.study_uid)
+    result = build_results(ctx, study.study_uid)
+    path = ctx.settings.results_dir / result.of("SEG")[0].path
+    assert dciodvfy_errors(path) == []
+    seg = hd.seg.segread(path)
+    assert seg.number_of_segments == 2 and seg.SegmentsOverlap == "YES"
+    sources = [
+        {
+            f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for f in seg.PerFrameFunctionalGroupsSequence
+            if f.SegmentIdentificationSequence[0].ReferencedSegmentNumber == n
+        }
+        for n in (1, 2)
+    ]
+    assert sources[0] == sources[1] == set(study.sop_uids[2:5])
+    assert int(seg.pixel_array.sum()) == 2 * 48
