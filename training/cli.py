@@ -163,3 +163,39 @@ def phantom_main(argv: Sequence[str]) -> int:
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.count} {args.kind} phantom(s) to {args.out}")
     return 0
+
+
+# --- train / export / eval: dispatch on the config's ``name`` -----------------------
+# Each task keeps its own steps in ``training/<task>/cli.py`` with ``train_main``,
+# ``export_main`` and ``eval_main``; add your task to this table (append-only file).
+TASK_CLIS: dict[str, str] = {"ct_nodule": "training.ct_nodule.cli"}
+
+
+def _task_step(step: str, argv: Sequence[str]) -> int:
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    args = list(argv)
+    config = next((a for a in args if a.endswith(".toml")), None)
+    if config is None:
+        print(f"usage: countyread {step} CONFIG.toml [options]  (tasks: {', '.join(TASK_CLIS)})")
+        return 2
+    name = str(tomllib.loads(Path(config).read_text(encoding="utf-8")).get("name", ""))
+    if name not in TASK_CLIS:
+        print(f"countyread {step}: no trainer for {name!r} (known: {', '.join(TASK_CLIS)})")
+        return 2
+    module = importlib.import_module(TASK_CLIS[name])
+    return int(getattr(module, f"{step}_main")(args))
+
+
+def train_main(argv: Sequence[str]) -> int:
+    return _task_step("train", argv)
+
+
+def export_main(argv: Sequence[str]) -> int:
+    return _task_step("export", argv)
+
+
+def eval_main(argv: Sequence[str]) -> int:
+    return _task_step("eval", argv)
