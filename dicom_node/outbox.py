@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -213,11 +214,17 @@ class Outbox:
     """Sends due deliveries; ``tick`` once (tests) or ``start`` a background thread."""
 
     def __init__(
-        self, ctx: AppContext, *, sender: Sender | None = None, poll_s: float = 1.0
+        self,
+        ctx: AppContext,
+        *,
+        sender: Sender | None = None,
+        poll_s: float = 1.0,
+        parallel: int = 4,
     ) -> None:
         self.ctx = ctx
         self.sender = sender or scu_sender
         self.poll_s = poll_s
+        self.parallel = parallel
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Set once the background thread has warmed up the builders and runs.
@@ -267,17 +274,22 @@ class Outbox:
                     .limit(_BATCH)
                 )
             )
-        done = 0
-        for delivery_id, due_at in due:
-            if not self._claim(delivery_id, due_at):
-                continue
-            try:
-                self._deliver(delivery_id)
-            except Exception as exc:  # one broken row must not stall the others
-                logger.exception("delivery attempt crashed", extra={"delivery_id": delivery_id})
-                self._postpone(delivery_id, f"{type(exc).__name__}: {exc}"[:500])
-            done += 1
-        return done
+        claimed = [d for d, due_at in due if self._claim(d, due_at)]
+        if len(claimed) > 1 and self.parallel > 1:
+            # Destinations are independent: a slow township link must not hold up PACS.
+            with ThreadPoolExecutor(min(len(claimed), self.parallel), "outbox-send") as pool:
+                list(pool.map(self._attempt, claimed))
+        else:
+            for delivery_id in claimed:
+                self._attempt(delivery_id)
+        return len(claimed)
+
+    def _attempt(self, delivery_id: int) -> None:
+        try:
+            self._deliver(delivery_id)
+        except Exception as exc:  # one broken row must not stall the others
+            logger.exception("delivery attempt crashed", extra={"delivery_id": delivery_id})
+            self._postpone(delivery_id, f"{type(exc).__name__}: {exc}"[:500])
 
     def _postpone(self, delivery_id: int, error: str) -> None:
         settings = self.ctx.settings
@@ -407,6 +419,11 @@ class Outbox:
 
     @staticmethod
     def _maybe_delivered(conn: Any, study_uid: str, revision: int) -> None:
+        # Lock the study row first: two destinations finishing at once (parallel sends)
+        # then see each other's committed state, so one of them marks it delivered.
+        conn.execute(
+            select(studies.c.status).where(studies.c.study_uid == study_uid).with_for_update()
+        )
         states = {
             r[0]
             for r in conn.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ class StorageSCP:
     ae_title: str = "TESTPACS"
     refuse: dict[str, int] = field(default_factory=dict)
     fail_first: tuple[int, int] | None = None  # (count, status)
+    delay_s: float = 0.0  # a slow link: each store answers after this long
     received: Counter[str] = field(default_factory=Counter)
     classes: dict[str, str] = field(default_factory=dict)
     _server: Any = None
@@ -49,6 +51,8 @@ class StorageSCP:
     _calls: int = 0
 
     def _on_store(self, event: Any) -> int:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         ds = event.dataset
         sop_class = str(ds.SOPClassUID)
         with self._lock:

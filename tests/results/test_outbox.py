@@ -321,3 +321,39 @@ def test_missing_result_file_is_refused_not_retried(ctx: AppContext, scp: Storag
     assert row["state"] == "failed"
     assert "result file missing" in str(row["last_error"]) and "1 of 2" in str(row["last_error"])
     assert len(scp.received) == 1  # the SR went
+
+
+def test_slow_township_does_not_hold_up_pacs(ctx: AppContext, scp: StorageSCP) -> None:
+    slow = StorageSCP(delay_s=1.0).start()
+    try:
+        town = add_node(
+            ctx.db,
+            name="镇卫生院",
+            ae_title="TOWN1",
+            host="127.0.0.1",
+            port=slow.port,
+            kind=NodeKind.TOWNSHIP,
+            send=("SC", "KOS"),
+        )
+        add_node(
+            ctx.db,
+            name="PACS",
+            ae_title="PACS1",
+            host="127.0.0.1",
+            port=scp.port,
+            kind=NodeKind.PACS,
+            send=("SR", "SEG"),
+        )
+        study = seed_study(ctx, n_findings=1, source_node_id=town.id)
+        town_id, pacs_id = schedule_delivery(ctx, study.study_uid)  # township is due first
+        started = utcnow()
+        assert Outbox(ctx).tick() == 2
+        pacs_row, town_row = _row(ctx, pacs_id), _row(ctx, town_id)
+        assert pacs_row["state"] == town_row["state"] == "sent"
+        pacs_s = (pacs_row["sent_at"] - started).total_seconds()  # type: ignore[operator]
+        town_s = (town_row["sent_at"] - started).total_seconds()  # type: ignore[operator]
+        assert town_s >= 2.0  # two objects, one second each
+        assert pacs_s < town_s - 1.0  # sent in parallel, not after the township
+        assert _study_status(ctx, study.study_uid) == "delivered"
+    finally:
+        slow.stop()
