@@ -100,6 +100,9 @@ class InstanceIndex:
             studies.c.study_uid == bindparam("b_uid")
         ).values(last_received_at=bindparam("b_now"), modalities=bindparam("b_mods"),
                  status=bindparam("b_status"), reason=bindparam("b_reason"))
+        self._touch_study = update(studies).where(
+            studies.c.study_uid == bindparam("b_uid")
+        ).values(last_received_at=bindparam("b_now"))
         self._del_study = studies.delete().where(studies.c.study_uid == bindparam("b_uid"))
         self._sel_instance = select(instances.c.path, instances.c.size_bytes).where(
             instances.c.sop_instance_uid == bindparam("b_uid"))
@@ -111,12 +114,20 @@ class InstanceIndex:
             row = conn.execute(self._sel_instance, {"b_uid": sop_uid}).first()
         return KnownInstance(row[0], int(row[1])) if row else None
 
-    def check_series_owner(self, series_uid: str, study_uid: str) -> None:
-        """A Series Instance UID belongs to one study (PS3.3 C.7.3.1)."""
+    def precheck(self, header: InstanceHeader) -> KnownInstance | None:
+        """Before writing: the stored copy of a re-sent instance, or None for a new one.
+
+        Raises DimseFailure when the series is indexed under another study (a Series
+        Instance UID belongs to one study, PS3.3 C.7.3.1). One connection, two reads.
+        """
         with self.db.engine.connect() as conn:
-            owner = conn.execute(self._sel_owner, {"b_uid": series_uid}).scalar()
-        if owner is not None and owner != study_uid:
+            row = conn.execute(self._sel_instance, {"b_uid": header.sop_instance_uid}).first()
+            if row is not None:
+                return KnownInstance(row[0], int(row[1]))
+            owner = conn.execute(self._sel_owner, {"b_uid": header.series_uid}).scalar()
+        if owner is not None and owner != header.study_uid:
             raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
+        return None
 
     def add(
         self, header: InstanceHeader, rel_path: str, size: int, *, source_ae: str | None,
@@ -184,12 +195,16 @@ class InstanceIndex:
             return IndexResult(inserted=False, new_series=False, reopened=False)
         reopened = srow.state == "stable"
         conn.execute(self._upd_series, {"b_uid": h.series_uid, "b_now": now})
+        if not (new_series or reopened):
+            # The common case, a further slice of a known series: only the time moves.
+            conn.execute(self._touch_study, {"b_uid": h.study_uid, "b_now": now})
+            return IndexResult(inserted=True, new_series=False, reopened=False)
         study = conn.execute(self._sel_study, {"b_uid": h.study_uid}).one()
         mods = [m for m in (study.modalities or "").split("\\") if m]
         if h.modality and h.modality not in mods:
             mods.append(h.modality)
         status, reason = study.status, study.reason
-        if (new_series or reopened) and status in REOPENABLE:
+        if status in REOPENABLE:
             status, reason = StudyStatus.RECEIVED.value, None
         conn.execute(self._upd_study, {"b_uid": h.study_uid, "b_now": now,
                                        "b_mods": "\\".join(mods), "b_status": status,

@@ -111,11 +111,10 @@ class Ingestor:
     def _store(self, req: StoreRequest, h: InstanceHeader) -> st.DimseOutcome:
         meta = encode_file_meta(h.sop_class_uid, h.sop_instance_uid, h.transfer_syntax_uid,
                                 req.calling_ae)
-        known = self.index.find_instance(h.sop_instance_uid)
+        known = self.index.precheck(h)
         if known is not None:
             self._compare_duplicate(known.path, req.data, h)
             return st.DimseOutcome(st.SUCCESS)
-        self.index.check_series_owner(h.series_uid, h.study_uid)
         store = self.ctx.store
         path = store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
         # store.write() would fsync the directory per file; splitting the steps lets
