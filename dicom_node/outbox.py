@@ -10,7 +10,8 @@ States: ``pending`` (due at ``next_attempt_at``; ``last_error`` tells why an ear
 attempt failed), ``sent`` (every object accepted), ``failed`` (given up: every remaining
 object refused for good, the node cannot receive, or too many attempts; ``resend``
 re-queues it). When every delivery of a signed revision is sent the study becomes
-``delivered``.
+``delivered``. Destinations due together are sent in parallel, each over its own
+association, so a slow township link never delays PACS.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from dicom_node.scu import send_paths
 
 logger = logging.getLogger(__name__)
 
-#: After this many failed attempts a delivery is ``failed`` until someone resends it.
+#: After this many failed attempts (about four hours with the default 5 s .. 600 s
+#: backoff) a delivery is ``failed`` until someone resends it.
 MAX_ATTEMPTS = 30
 #: A claimed delivery is invisible to other outbox workers for this long.
 CLAIM_LEASE_S = 300.0
