@@ -164,6 +164,12 @@ class OrthancPeer:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
             return json.loads(resp.read().decode("utf-8"))
 
+    def file(self, instance_id: str) -> bytes:
+        """The stored DICOM file of one instance, as Orthanc keeps it."""
+        url = f"{self.url}/instances/{instance_id}/file"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return bytes(resp.read())
+
     def instance_ids(self) -> list[str]:
         return list(self.get("/instances"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pydicom
 import pytest
 from sqlalchemy import select, update
 
@@ -15,7 +16,8 @@ from countyread.nodes import add_node
 from dicom_node.outbox import Outbox, schedule_delivery
 from tests.conftest import require
 from tests.peers.orthanc import ORTHANC, OrthancPeer, orthanc_peer
-from tests.results.seed import seed_study
+from tests.results.conftest import dciodvfy_errors
+from tests.results.seed import PATIENT_NAME, seed_study
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +61,9 @@ def _make_due(ctx: AppContext) -> None:
         )
 
 
-def test_every_object_arrives_exactly_once(ctx: AppContext, orthanc: OrthancPeer) -> None:
+def test_every_object_arrives_exactly_once(
+    ctx: AppContext, orthanc: OrthancPeer, tmp_path: Path
+) -> None:
     _pacs(ctx, orthanc)
     study = seed_study(ctx, n_findings=3)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
@@ -75,6 +79,12 @@ def test_every_object_arrives_exactly_once(ctx: AppContext, orthanc: OrthancPeer
     assert box.tick() == 0
     assert orthanc.receptions() == {uid: 1 for uid in sent}
     assert _status(ctx, study.study_uid) == "delivered"
+    # What the PACS keeps is still valid DICOM with our Chinese names intact.
+    for n, instance_id in enumerate(orthanc.instance_ids()):
+        path = tmp_path / f"from-orthanc-{n}.dcm"
+        path.write_bytes(orthanc.file(instance_id))
+        assert dciodvfy_errors(path) == []
+        assert str(pydicom.dcmread(path, stop_before_pixels=True).PatientName) == PATIENT_NAME
 
 
 def test_orthanc_down_during_export_then_up(ctx: AppContext, orthanc: OrthancPeer) -> None:
