@@ -144,13 +144,14 @@ def _statements(shape: _Shape) -> tuple[Any, Any]:
                     .order_by(studies.c.deadline_at).limit(bindparam("upto")).subquery())
             parts.append(select(part.c.study_uid, part.c.deadline_at, part.c.rank))
     merged = union_all(*parts).subquery()
-    page = (select(merged.c.study_uid)
-            .order_by(merged.c.rank, merged.c.deadline_at, merged.c.study_uid)
-            .offset(bindparam("offset")).limit(bindparam("limit")))
+    window = (select(merged.c.study_uid, merged.c.rank, merged.c.deadline_at)
+              .order_by(merged.c.rank, merged.c.deadline_at, merged.c.study_uid)
+              .offset(bindparam("offset")).limit(bindparam("limit")).subquery())
+    # One round trip for the usual case: the page's full rows with the total beside them.
+    page = (select(studies, count.scalar_subquery().label("worklist_total"))
+            .join(window, window.c.study_uid == studies.c.study_uid)
+            .order_by(window.c.rank, window.c.deadline_at, window.c.study_uid))
     return count, page
-
-
-_ROWS = select(studies).where(studies.c.study_uid.in_(bindparam("uids", expanding=True)))
 
 
 def worklist_page(
@@ -183,13 +184,11 @@ def worklist_page(
     if flt.date_to is not None:
         params["date_to"] = _utc_midnight(flt.date_to) + timedelta(days=1)
     count, page = _statements(shape)
-    total = int(conn.execute(count, params).scalar_one())
-    if offset >= total:
-        return [], total
-    uids = conn.execute(page, {**params, "upto": offset + limit, "offset": offset,
-                               "limit": limit}).scalars().all()
-    by_uid = {r["study_uid"]: r for r in conn.execute(_ROWS, {"uids": list(uids)}).mappings()}
-    return [by_uid[u] for u in uids if u in by_uid], total
+    rows = conn.execute(page, {**params, "upto": offset + limit, "offset": offset,
+                               "limit": limit}).mappings().all()
+    if rows:
+        return list(rows), int(rows[0]["worklist_total"])
+    return [], int(conn.execute(count, params).scalar_one())
 
 
 def study_page(
