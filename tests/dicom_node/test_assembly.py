@@ -151,6 +151,12 @@ def test_mpps_completed_makes_series_stable_early(
         status, _ = assoc.send_n_create(_mpps_attrs(study, ser, [], "IN PROGRESS"),
                                         MPPS_SOP_CLASS, mpps_uid)
         assert status.Status == 0x0111  # duplicate SOP instance
+        status, _ = assoc.send_n_create(_mpps_attrs(study, ser, [], "COMPLETED"),
+                                        MPPS_SOP_CLASS, synth.uid("mpps", "other"))
+        assert status.Status == 0x0106  # PS3.4 F.7.2.1: created IN PROGRESS only
+        status, _ = assoc.send_n_set(_mpps_attrs(study, ser, [], "COMPLETED"),
+                                     MPPS_SOP_CLASS, synth.uid("mpps", "unknown"))
+        assert status.Status == 0x0112  # no such SOP instance
         send(node, paths[:3])
         done = _mpps_attrs(study, ser, sops, "COMPLETED")
         del done.ScheduledStepAttributesSequence
