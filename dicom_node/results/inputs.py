@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ def _model(value: Any) -> ModelRef | None:
             str(value["name"]), str(value.get("version", "")), str(value.get("sha256", ""))
         )
     return None
+
+
+_KEY_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.png)?")
+
+
+def _measurements(values: Any) -> tuple[Measurement, ...]:
+    """Numeric measurements only; a free-text value typed in review is left out."""
+    out = []
+    for m in values or []:
+        try:
+            out.append(Measurement(str(m["name"]), float(m["value"]), str(m.get("unit", ""))))
+        except (KeyError, TypeError, ValueError):
+            logger.warning("non-numeric measurement left out of the results")
+    return tuple(out)
 
 
 def _reviewer(conn: Connection, username: str | None) -> Reviewer:
@@ -169,10 +184,11 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             if npz is not None and "slice_sop_uids" in npz.files and r["series_uid"]:
                 slice_orders.setdefault(r["series_uid"], [str(u) for u in npz["slice_sop_uids"]])
             key_image = None
-            if r["key_image"] and art_dir:
-                name = str(r["key_image"])
+            name = str(r["key_image"] or "")
+            # A plain file name only: the value comes from the database, never a path.
+            if art_dir and _KEY_IMAGE.fullmatch(name):
                 path = Path(art_dir) / (name if name.endswith(".png") else f"{name}.png")
-                key_image = path if path.exists() else None
+                key_image = path if path.is_file() else None
             center = None
             if r["center_x"] is not None and r["center_y"] is not None:
                 center = (float(r["center_x"]), float(r["center_y"]), float(r["center_z"] or 0))
@@ -187,11 +203,7 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
                     series_uid=r["series_uid"],
                     sop_instance_uid=r["sop_instance_uid"],
                     center_lps=center,
-                    measurements=tuple(
-                        Measurement(str(m["name"]), float(m["value"]), str(m.get("unit", "")))
-                        for m in (r["measurements"] or [])
-                        if m.get("value") is not None
-                    ),
+                    measurements=_measurements(r["measurements"]),
                     attributes=tuple(
                         sorted((str(k), str(v)) for k, v in (r["attributes"] or {}).items())
                     ),

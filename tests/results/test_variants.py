@@ -258,3 +258,31 @@ def test_overlapping_masks_keep_both_segments(ctx: AppContext) -> None:
     ]
     assert sources[0] == sources[1] == set(study.sop_uids[2:5])
     assert int(seg.pixel_array.sum()) == 2 * 48
+
+
+def test_hostile_key_image_name_and_text_measurement_are_ignored(
+    ctx: AppContext, seeded: SeededStudy
+) -> None:
+    _insert(
+        ctx,
+        seeded,
+        series_uid=seeded.series_uid,
+        kind="nodule",
+        source="radiologist",
+        measurements=[
+            {"name": "mean_diameter", "value": "n/a", "unit": "mm"},
+            {"name": "long_axis", "value": 7.0, "unit": "mm"},
+        ],
+        attributes={},
+        key_image="../../../../etc/hostname",
+        verdict="accepted",
+        reviewed_by="lidoc",
+    )
+    result = build_results(ctx, seeded.study_uid)
+    assert len(result.of("SC")) == 3  # no key image for the added finding
+    sr = pydicom.dcmread(ctx.settings.results_dir / result.of("SR")[0].path)
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    [added] = [
+        g for g in report.get_image_measurement_groups() if g.tracking_identifier == "nodule-4"
+    ]
+    assert [m.value for m in added.get_measurements()] == [7.0]  # "n/a" left out
