@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from training.phantoms.raster import F32
+from training.phantoms.raster import F32, ordered_map
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +48,15 @@ def apply_scanner(
     kernel: Kernel,
     sd: float,
     offset: float,
-    slab: int = 16,
+    slab: int = 8,
 ) -> F32:
     """Blur, sharpen and add textured noise slice by slice; returns ``hu`` (modified)."""
     sig = kernel.blur_mm / pixel_mm
     bank = _noise_bank(rng, hu.shape[1:], kernel.grain_px)
-    for k0 in range(0, hu.shape[0], slab):
+    # Every random draw happens here, in slice order, so threads cannot reorder them.
+    picks = [_noise_pick(rng, bank) for _ in range(hu.shape[0])]
+
+    def one(k0: int) -> None:
         v = hu[k0 : k0 + slab]
         blurred = ndimage.gaussian_filter(v, (0, sig, sig), mode="nearest", truncate=3.0)
         if kernel.enhance > 0:
@@ -63,8 +66,11 @@ def apply_scanner(
             blurred += np.float32(kernel.enhance) * (blurred - wide)
         blurred += np.float32(offset)
         for j in range(blurred.shape[0]):
-            blurred[j] += _noise_slice(rng, bank) * np.float32(sd)
+            blurred[j] += _noise_slice(bank, picks[k0 + j]) * np.float32(sd)
         hu[k0 : k0 + slab] = blurred
+
+    for _ in ordered_map(one, range(0, hu.shape[0], slab)):
+        pass
     return hu
 
 
@@ -85,19 +91,24 @@ def _noise_bank(rng: np.random.Generator, shape: tuple[int, ...], grain: float, 
     return n_img.astype(np.float32)
 
 
-def _noise_slice(rng: np.random.Generator, bank: F32) -> F32:
+def _noise_pick(rng: np.random.Generator, bank: F32) -> tuple[int, ...]:
     i, j = rng.choice(len(bank), 2, replace=False)
-    a = np.roll(
-        bank[i], (int(rng.integers(bank.shape[1])), int(rng.integers(bank.shape[2]))), axis=(0, 1)
-    )
-    b = np.roll(
-        bank[j], (int(rng.integers(bank.shape[1])), int(rng.integers(bank.shape[2]))), axis=(0, 1)
-    )
-    if rng.integers(2):
+    ny, nx = bank.shape[1], bank.shape[2]
+    shifts = [int(rng.integers(m)) for m in (ny, nx, ny, nx)]
+    return (int(i), int(j), *shifts, int(rng.integers(2)))
+
+
+def _noise_slice(bank: F32, pick: tuple[int, ...]) -> F32:
+    i, j, r1, c1, r2, c2, flip = pick
+    a = np.roll(bank[i], (r1, c1), axis=(0, 1))
+    b = np.roll(bank[j], (r2, c2), axis=(0, 1))
+    if flip:
         b = b[::-1]
     return (a + b) * np.float32(1.0 / np.sqrt(2.0))
 
 
 def to_int16(hu: F32) -> np.ndarray:
-    """Round to stored CT numbers, clipped to the 12-bit CT range (-1024..3071)."""
-    return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    """Round to stored CT numbers, clipped to -1024..3071 (overwrites ``hu`` to save memory)."""
+    np.rint(hu, out=hu)
+    np.clip(hu, -1024, 3071, out=hu)
+    return hu.astype(np.int16)

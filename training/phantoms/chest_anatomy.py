@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.phantoms.raster import F32, F64, U8, Grid
+from training.phantoms.raster import F32, F64, U8, Grid, ordered_map
 
 #: Label values of the chest label volume.
 CHEST_LABELS: dict[int, str] = {
@@ -204,15 +204,25 @@ def render(shape: ChestShape, warp: Warp, grid: Grid) -> SlabOut:
     zeros = np.zeros((1, 1), np.float32)
     _, _, dz_map = warp.displacement(x, y, zeros)
     dz_map = np.broadcast_to(dz_map, (y.shape[0], x.shape[1])).astype(np.float32)
-    for k, z in enumerate(grid.axis(0)):
-        _slice(shape, warp, x, y, np.float32(z), dz_map, out, k)
+    zs = grid.axis(0)
+
+    def one(k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        return _slice(shape, warp, x, y, np.float32(zs[k]), dz_map, out, k)
+
+    for found in ordered_map(one, range(len(zs))):
+        if found is not None:
+            out.fissure_idx.append(found[0])
+            out.fissure_plane.append(found[1])
     return out
 
 
 def _slice(
     s: ChestShape, warp: Warp, x: F32, y: F32, z: np.float32, dz_map: F32, out: SlabOut, k: int
-) -> None:
-    """One axial slice; vectors (1 x nx, ny x 1) are combined only where needed."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One axial slice; vectors (1 x nx, ny x 1) are combined only where needed.
+
+    Returns this slice's fissure sample points (index, plane id), if any.
+    """
     zv = np.full((1, 1), z, np.float32)
     ddx, ddy, _ = warp.displacement(x, y, zv)
     xa = (x + ddx).astype(np.float32)  # 1 x nx
@@ -272,6 +282,7 @@ def _slice(
     if z > s.z_apex - 0.5 * (s.z_apex - s.z_dome_r):
         lungs &= (za < s.z_apex) & _apex_ok(s, xa, ya, za)
     reg = np.zeros(za.shape, np.uint8)
+    fissure = None
     if lungs.any():
         rows = np.flatnonzero(lungs.any(axis=1))
         r0, r1 = rows[0], rows[-1] + 1
@@ -288,8 +299,7 @@ def _slice(
         idx = np.argwhere(core)
         if len(idx):
             idx = np.c_[np.full(len(idx), k), idx[:, 0] + r0, idx[:, 1]]
-            out.fissure_idx.append(idx[::7])
-            out.fissure_plane.append(plane[core][::7])
+            fissure = (idx[::7], plane[core][::7])
 
     _spine(s, x, y, xa, ya, z, hu, lab)
     if s.z_dome_r - 25 < z < s.z_apex - 25:
@@ -300,6 +310,7 @@ def _slice(
     table = (ya > curve) & (ya < curve + 8) & (np.abs(xa) < 230)
     hu[table] = 120.0
     out.hu[k], out.label[k], out.region[k] = hu, lab, reg
+    return fissure
 
 
 def _diaphragm(s: ChestShape, xa: F32, ya: F32) -> F32:

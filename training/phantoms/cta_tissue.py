@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.phantoms.cta_vessels import Layout
-from training.phantoms.raster import F32, F64, U8, Grid
+from training.phantoms.raster import F32, F64, U8, Grid, ordered_map
 
 TISSUE_LABELS: dict[int, str] = {0: "background", 1: "soft_tissue", 2: "bone", 3: "brain", 4: "air"}
 
@@ -33,8 +33,13 @@ def render_tissue(lay: Layout, grid: Grid, hu_p: TissueHU, va: dict[str, F64]) -
     lab = np.empty(grid.shape, np.uint8)
     x = grid.axis(2)[None, :]
     y = grid.axis(1)[:, None]
-    for k, z in enumerate(grid.axis(0)):
-        hu[k], lab[k] = _slice(lay, float(z), x, y, hu_p, va)
+    zs = grid.axis(0)
+
+    def one(k: int) -> None:
+        hu[k], lab[k] = _slice(lay, float(zs[k]), x, y, hu_p, va)
+
+    for _ in ordered_map(one, range(len(zs))):
+        pass
     return hu, lab
 
 
