@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     # DICOM node
     ae_title: str = "COUNTYREAD"
     dicom_host: str = "0.0.0.0"
-    dicom_port: int = Field(default=11112, ge=1, le=65535)
+    dicom_port: int = Field(default=11112, ge=0, le=65535, description="0: any free port")
     accept_any_ae: bool = False
     stable_quiet_s: float = Field(default=10.0, gt=0, description="series quiet time")
     tls_cert: Path | None = None
