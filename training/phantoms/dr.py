@@ -313,6 +313,6 @@ def _behind(
     disc = ((vv[:, None] - c_uv[1]) ** 2 + (uu[None, :] - c_uv[0]) ** 2) <= max(radius, du) ** 2
     if (heart_p[disc] > 1.0).mean() > 0.3:
         return "heart"
-    if (rib_p[disc] > 1.0).mean() > 0.5:
+    if (rib_p[disc] > 8.0).mean() > 0.5:  # through a rib's body, not its fringe
         return "rib"
     return "none"
