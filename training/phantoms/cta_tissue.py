@@ -110,7 +110,7 @@ def _slice(
         _skull_base(x, y, z, zs, t, hu, lab)
     if zs - 50 < z < zs + 4:  # nasal cavity and maxillary sinuses
         air = (
-            ((np.abs(x) < 7) & (y > -72 * k) & (y < -28))
+            ((np.abs(x) < 7) & (y > -60 * k) & (y < -28) & (z > zs - 40))
             | (_ell(x, y, -25, -44, 14, 15) + ((z - zs + 22) / 17) ** 2 < 1)
             | (_ell(x, y, 25, -44, 14, 15) + ((z - zs + 22) / 17) ** 2 < 1)
         )
