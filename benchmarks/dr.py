@@ -79,14 +79,18 @@ def main() -> int:
             for name, ms in out.result.timings_ms:
                 stages.setdefault(name, []).append(ms)
     steady = walls[1:] or walls
-    print(f"DR benchmark: {args.images} images, {args.matrix} px long side, "
-          f"{size_mb:.1f} MB/file, onnxruntime threads {args.threads}, "
-          f"provider {pipeline.session.active_provider}")
+    print(
+        f"DR benchmark: {args.images} images, {args.matrix} px long side, "
+        f"{size_mb:.1f} MB/file, onnxruntime threads {args.threads}, "
+        f"provider {pipeline.session.active_provider}"
+    )
     print(f"  pipeline create (registry sha256 + session): {create_s * 1000:.0f} ms")
     print(f"  first image: {walls[0] * 1000:.0f} ms")
-    print(f"  steady state: mean {statistics.mean(steady) * 1000:.0f} ms, "
-          f"p95 {np.percentile(steady, 95) * 1000:.0f} ms, "
-          f"{1 / statistics.mean(steady):.2f} images/s")
+    print(
+        f"  steady state: mean {statistics.mean(steady) * 1000:.0f} ms, "
+        f"p95 {np.percentile(steady, 95) * 1000:.0f} ms, "
+        f"{1 / statistics.mean(steady):.2f} images/s"
+    )
     for name, values in stages.items():
         print(f"    {name:<7} mean {statistics.mean(values[1:] or values):7.1f} ms")
     return 0

@@ -97,7 +97,7 @@ def to_findings(
             ("view", view),
             ("unit", m.unit),
             ("coordinates", "image plane (column, row, 0) from the top-left pixel"),
-            ("pixel_center", f"{m.col:.1f},{m.row:.1f}"),
+            ("pixel_center", f"{m.col:.2f},{m.row:.2f}"),
             ("spacing_source", radiograph.geometry.source),
             ("type", "mass" if m.diameter >= thresholds.mass_mm and m.unit == "mm" else "nodule"),
         )

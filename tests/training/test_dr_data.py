@@ -30,17 +30,17 @@ def test_nodule_truth_is_where_the_image_is_denser() -> None:
     n = with_nodule.nodules[0]
     assert n.diameter_mm == 20.0
     assert n.diameter_px == pytest.approx(20.0 / with_nodule.spacing_mm)
-    r, c = (int(round(v)) for v in n.center_rc)
+    r, c = (round(v) for v in n.center_rc)
     h, w = with_nodule.image.shape
     assert 0 <= r < h and 0 <= c < w
-    r0, c0, r1, c1 = n.bbox_rc
+    r0, _, r1, _ = n.bbox_rc
     assert r1 - r0 == pytest.approx(n.diameter_px)
 
 
 def test_sample_and_targets_line_up() -> None:
     s = synth_sample(5, SynthConfig(matrix=(300, 300), nodule_diameters=(15.0, 25.0)))
     assert s.image.shape == (INPUT_SIZE, INPUT_SIZE)
-    assert 0.0 <= s.image.min() and s.image.max() <= 1.0
+    assert s.image.min() >= 0.0 and s.image.max() <= 1.0
     heat, logd, weight = targets(s)
     g = INPUT_SIZE // STRIDE
     assert heat.shape == logd.shape == weight.shape == (g, g)
@@ -58,7 +58,7 @@ def test_augment_keeps_range_and_shape() -> None:
     s = synth_sample(6, SMALL)
     out = augment(s.image, np.random.default_rng(0))
     assert out.shape == s.image.shape and out.dtype == np.float32
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_config_file_parses() -> None:

@@ -7,8 +7,10 @@ Writes ``<models-dir>/dr_nodule/<version>/{model.onnx, model.fp16.onnx, card.jso
 CARD.md}``. Parity: onnxruntime vs torch on random and phantom inputs (max abs error);
 the fp16 file is shipped only when its error on phantoms stays below ``FP16_TOLERANCE``.
 Metrics come from the held-out seeds of the config, run through the service's own
-preparation and decoding; the operating threshold is the highest score threshold whose
-false positives on held-out images stay <= ``OPERATING_FP_RATE`` per image.
+preparation and decoding; the operating threshold is the lowest score threshold whose
+false positives on the analytic held-out images stay <= ``OPERATING_FP_RATE`` per image
+(a triage flag: a few extra reads are cheaper than a missed mass). The thresholds that
+reach each FP rate for nodules >= 10 mm are recorded as ``ge10mm_threshold_at_*_fp``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 FP16_TOLERANCE = 0.02
-OPERATING_FP_RATE = 0.125
+OPERATING_FP_RATE = 0.25
 MIN_OPERATING = 0.3
 
 
@@ -101,7 +103,7 @@ def sha256(path: Path) -> str:
 
 
 def operating_threshold(report: HeldOutReport) -> float:
-    """Highest threshold with <= OPERATING_FP_RATE false positives per held-out image."""
+    """Lowest threshold with <= OPERATING_FP_RATE false positives per held-out image."""
     thr = report.all_sizes.threshold[OPERATING_FP_RATE]
     if not np.isfinite(thr):
         thr = 0.5
@@ -146,12 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(runner, samples)
     drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_held_out_seeds))
     drr_report = evaluate(runner, drr) if drr else None
-    # The operating point is set on the analytic held-out set; when DRR held-out images
-    # exist the stricter of the two thresholds is used.
+    # The operating point is set on the analytic held-out set (the DRR set is reported at
+    # the same threshold, so its FP rate there shows the domain gap honestly).
     operating = operating_threshold(report)
-    if drr_report is not None:
-        operating = max(operating, operating_threshold(drr_report))
     metrics = {k: round(v, 4) for k, v in report.metrics(operating).items()}
+    for rate, thr in report.large.threshold.items():
+        if np.isfinite(thr):
+            metrics[f"ge10mm_threshold_at_{rate:g}_fp"] = round(float(thr), 4)
     if drr_report is not None:
         metrics |= {f"drr_{k}": round(v, 4) for k, v in drr_report.metrics(operating).items()}
     card = ModelCard(

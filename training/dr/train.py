@@ -29,6 +29,8 @@ from training.dr.synth import SynthConfig
 
 logger = logging.getLogger(__name__)
 
+DRR_FULL_SHARE_AT = 30  # DRR images needed before ``drr_fraction`` applies in full
+
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
@@ -167,8 +169,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
     while step < cfg.steps:
+        if cfg.drr_fraction and step % 50 == 0:  # the DRR cache may still be filling
+            drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds))
+        # a small DRR pool gets a smaller share, so a handful of images is not overfitted
+        share = cfg.drr_fraction * min(1.0, len(drr) / DRR_FULL_SHARE_AT)
         idx = rng.integers(0, len(pool), cfg.batch_size)
-        x, h, d, w = batch(pool, idx, rng, drr, cfg.drr_fraction)
+        x, h, d, w = batch(pool, idx, rng, drr, share)
         heat_logits, log_d = net.logits(x)
         l_heat = focal_loss(heat_logits, h)
         l_size = (w * (log_d - d).abs()).sum() / w.sum().clamp(min=1.0)
