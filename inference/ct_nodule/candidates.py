@@ -105,8 +105,9 @@ def find_candidates(grid: WorkGrid, max_candidates: int = MAX_CANDIDATES) -> lis
                 (float(w_center[0]), float(w_center[1]), float(w_center[2])), r, crowd + 0.1 * elong
             )
         )
-    # Cores of 3 mm radius and more (nodules >= 6 mm) first, each group least crowded first.
-    cands.sort(key=lambda c: (c.radius_mm < 3.0, c.crowding))
+    # Large cores (lesions >= ~12 mm: few, and never to be capped away) first, then cores
+    # of 3 mm radius and more (nodules >= 6 mm), each group least crowded first.
+    cands.sort(key=lambda c: (c.radius_mm < 6.0, c.radius_mm < 3.0, c.crowding))
     return cands[:max_candidates]
 
 

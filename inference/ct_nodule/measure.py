@@ -80,14 +80,16 @@ def axial_axes(mask: npt.NDArray[np.bool_], dy: float, dx: float) -> Axes:
     return best
 
 
-def classify_type(
-    hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float
-) -> NoduleType:
-    """Type from attenuation: calcified, solid, ground glass or part-solid."""
+def classify_type(hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float) -> NoduleType:
+    """Type from attenuation: calcified, solid, ground glass or part-solid.
+
+    The median decides solid versus subsolid: partial-volume edge voxels of a small solid
+    nodule pull its mean well below soft tissue, but not its median. A subsolid nodule
+    with a solid component (smoothed HU > -300) of measurable size is part-solid.
+    """
     if (hu > CALCIFIED_HU).mean() > 0.25 or np.percentile(hu, 90) > 350:
         return NoduleType.CALCIFIED
-    solid_share = float((hu > SOLID_HU).mean())
-    if solid_share > 0.6:
+    if float(np.median(hu)) > SOLID_HU:
         return NoduleType.SOLID
     if solid_axes is None or solid_axes.mean_mm < max(1.5, 0.15 * mean_mm):
         return NoduleType.GROUND_GLASS
