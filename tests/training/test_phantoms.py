@@ -82,7 +82,9 @@ def test_truth_centre_is_mask_centroid(mixed: CTPhantom) -> None:
         mask = mixed.instance_mask == n.index + 1
         assert mask.any()
         centroid = mixed.volume.index_to_lps(np.argwhere(mask).mean(axis=0))
-        assert np.all(np.abs(centroid - np.array(n.center_lps)) <= spacing), n
+        # Within a voxel as specified; in practice within 0.3 of one, so 0.4 catches
+        # a half-slice shift between the drawn and the reported geometry.
+        assert np.all(np.abs(centroid - np.array(n.center_lps)) <= 0.4 * spacing), n
 
 
 def test_round_nodule_size_matches_spec_and_mask(kinds: CTPhantom) -> None:
