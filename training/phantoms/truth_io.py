@@ -46,6 +46,7 @@ def truth_dict(phantom: Any) -> dict[str, Any]:
     for name in (
         "acquisition",
         "label_names",
+        "vessel_label_names",
         "nodules",
         "vessels",
         "stenoses",
