@@ -268,7 +268,10 @@ def test_amendment_supersedes_undelivered_revision(ctx: AppContext) -> None:
     assert _row(ctx, second)["revision"] == old["revision"] + 1  # type: ignore[operator]
 
 
-def test_background_thread_delivers_after_schedule(ctx: AppContext, scp: StorageSCP) -> None:
+def test_background_thread_delivers_after_schedule(
+    ctx: AppContext, scp: StorageSCP, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="dicom_node")
     add_node(
         ctx.db,
         name="PACS",
@@ -283,9 +286,13 @@ def test_background_thread_delivers_after_schedule(ctx: AppContext, scp: Storage
     box.start()
     try:
         started = time.monotonic()
-        schedule_delivery(ctx, study.study_uid)  # wakes the thread; no 60 s poll wait
+        (delivery_id,) = schedule_delivery(ctx, study.study_uid)  # wakes the thread at once
         while _study_status(ctx, study.study_uid) != "delivered":
-            assert time.monotonic() - started < 30.0, "not woken by schedule_delivery"
+            row = _row(ctx, delivery_id)
+            assert time.monotonic() - started < 30.0, (
+                f"not delivered: {row['state']} after {row['attempts']} attempt(s), "
+                f"last error {row['last_error']!r}"
+            )
             time.sleep(0.05)
     finally:
         box.stop()
