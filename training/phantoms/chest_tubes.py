@@ -47,12 +47,14 @@ def clavicle_tubes(rng: np.random.Generator, s: ChestShape, warp: Warp) -> list[
     front = s.cav_y - s.cav_b - 4.0
     for side in (-1.0, 1.0):
         lift = rng.uniform(5.0, 20.0)
-        pts = np.array([
-            [s.med_x + side * 14.0, front - 2.0, s.z_apex - 12.0],
-            [s.med_x + side * 0.45 * s.cav_a, front + 4.0, s.z_apex - 4.0 + lift * 0.5],
-            [s.med_x + side * 0.8 * s.cav_a, s.cav_y - 0.5 * s.cav_b, s.z_apex + lift],
-            [s.med_x + side * (s.cav_a + 8.0), s.cav_y - 0.1 * s.cav_b, s.z_apex + lift + 6.0],
-        ])
+        pts = np.array(
+            [
+                [s.med_x + side * 14.0, front - 2.0, s.z_apex - 12.0],
+                [s.med_x + side * 0.45 * s.cav_a, front + 4.0, s.z_apex - 4.0 + lift * 0.5],
+                [s.med_x + side * 0.8 * s.cav_a, s.cav_y - 0.5 * s.cav_b, s.z_apex + lift],
+                [s.med_x + side * (s.cav_a + 8.0), s.cav_y - 0.1 * s.cav_b, s.z_apex + lift + 6.0],
+            ]
+        )
         tubes += _polyline(warp.forward(pts), 6.5, 5.5)
     return tubes
 
