@@ -76,6 +76,7 @@ def assess(volume: Volume, lung: LungMask, det: Detection) -> AssessedNodule:
         juxtapleural_or_perifissural=location != "lung",
         smooth_margin=m.margin == "smooth",
         spiculated=m.margin == "spiculated" and m.type is not NoduleType.CALCIFIED,
+        mass=max(m.axes.mean_mm, m.axes.long_mm) >= MASS_MM,
     )
     return AssessedNodule(det, m, side, location, lung_rads(facts), facts)
 
@@ -89,7 +90,11 @@ class VolumeAnalysis:
 
 
 def analyze_volume(
-    volume: Volume, run: RunFn, min_probability: float, timer: StageTimer | None = None
+    volume: Volume,
+    run: RunFn,
+    min_probability: float,
+    timer: StageTimer | None = None,
+    large_floor: float | None = None,
 ) -> VolumeAnalysis:
     """Every detection with probability >= ``min_probability``, measured and categorised."""
     timer = timer or StageTimer()
@@ -97,6 +102,6 @@ def analyze_volume(
     grid = timer.run("work_grid", make_work_grid, volume, lung)
     cands = timer.run("candidates", find_candidates, grid)
     del grid  # the 1 mm grid is the largest array after the volume: free it early
-    dets = timer.run("model", detect, volume, cands, run, min_probability)
+    dets = timer.run("model", detect, volume, cands, run, min_probability, large_floor)
     nodules = timer.run("measurements", lambda: tuple(assess(volume, lung, d) for d in dets))
     return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings))

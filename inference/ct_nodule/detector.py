@@ -21,6 +21,8 @@ from inference.ct_nodule.patches import PATCH, extract_patch, patch_spacing, pat
 
 BATCH = 64
 LUNG_HU = -850.0
+# Compact cores of >= 6 mm radius: lesions >= ~12 mm (see ``detect``'s ``large_floor``).
+LARGE_RADIUS_MM = 6.0
 
 RunFn = Callable[[npt.NDArray[np.float32]], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
 
@@ -40,16 +42,17 @@ class Detection:
         return (b[0].start, b[1].start, b[2].start, b[0].stop, b[1].stop, b[2].stop)
 
 
-def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40, 40))), dtype=np.float32)
+def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    # float64: confident logits (> 17) would all round to 1.0 in float32 and tie in FROC
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float64), -40, 40))))
 
 
 def score_candidates(
     volume: Volume, cands: list[Candidate], run: RunFn
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Probabilities (N) and mask probabilities (N x P x P x P) of every candidate."""
     if not cands:
-        return np.zeros(0, np.float32), np.zeros((0, PATCH, PATCH, PATCH), np.float32)
+        return np.zeros(0), np.zeros((0, PATCH, PATCH, PATCH))
     probs, masks = [], []
     for start in range(0, len(cands), BATCH):
         chunk = cands[start : start + BATCH]
@@ -68,7 +71,7 @@ def score_candidates(
 
 
 def nodule_mask(
-    volume: Volume, cand: Candidate, mask_prob: npt.NDArray[np.float32]
+    volume: Volume, cand: Candidate, mask_prob: npt.NDArray[np.floating]
 ) -> tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]] | None:
     """The nodule's voxels near one candidate, or None when the network drew nothing."""
     s = patch_spacing(cand.radius_mm)
@@ -98,15 +101,26 @@ def nodule_mask(
 
 
 def detect(
-    volume: Volume, cands: list[Candidate], run: RunFn, min_probability: float = 0.05
+    volume: Volume,
+    cands: list[Candidate],
+    run: RunFn,
+    min_probability: float = 0.05,
+    large_floor: float | None = None,
 ) -> list[Detection]:
-    """Score, segment and merge candidates; detections sorted by probability."""
+    """Score, segment and merge candidates; detections sorted by probability.
+
+    ``large_floor`` (if given) is a lower probability floor for large candidates, used on
+    thick-slice series that lie outside the network's training distribution (<= 2.5 mm).
+    """
     probs, mask_probs = score_candidates(volume, cands, run)
     found: list[Detection] = []
     for n in np.argsort(-probs):
         p = float(probs[n])
-        if p < min_probability:
-            break
+        floor = min_probability
+        if large_floor is not None and cands[n].radius_mm >= LARGE_RADIUS_MM:
+            floor = min(min_probability, large_floor)
+        if p < floor:
+            continue
         seg = nodule_mask(volume, cands[n], mask_probs[n])
         if seg is None:
             continue

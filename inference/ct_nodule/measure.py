@@ -80,7 +80,9 @@ def axial_axes(mask: npt.NDArray[np.bool_], dy: float, dx: float) -> Axes:
     return best
 
 
-def classify_type(hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float) -> NoduleType:
+def classify_type(
+    hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float
+) -> NoduleType:
     """Type from attenuation: calcified, solid, ground glass or part-solid.
 
     The median decides solid versus subsolid: partial-volume edge voxels of a small solid

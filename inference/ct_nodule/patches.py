@@ -60,7 +60,7 @@ def extract_patch(
 
 
 def patch_to_volume(
-    prob: npt.NDArray[np.float32],
+    prob: npt.NDArray[np.floating],
     center_kji: npt.ArrayLike,
     spacing_mm: float,
     volume_spacing: tuple[float, float, float],

@@ -42,6 +42,7 @@ MODEL_SPEC = "ct_nodule"
 RULES = SelectionRules()
 THIN_LIMIT_MM = 5.0  # above: limited analysis (large lesions only)
 THICK_MIN_REPORT_MM = 10.0
+THICK_LARGE_FLOOR = 0.5
 TYPE_TEXT = {
     "solid": "solid",
     "part_solid": "part-solid",
@@ -93,7 +94,10 @@ class CTNodulePipeline:
                 f"only lesions >= {THICK_MIN_REPORT_MM:g} mm are reported, smaller nodules "
                 "cannot be assessed on these images"
             )
-        analysis = analyze_volume(volume, self.run_network, self.threshold, timer)
+        # Thick slices lie outside the training distribution: large lesions (the only
+        # ones reported there) are accepted from probability THICK_LARGE_FLOOR.
+        large_floor = THICK_LARGE_FLOOR if limited else None
+        analysis = analyze_volume(volume, self.run_network, self.threshold, timer, large_floor)
         nodules = [
             n
             for n in analysis.nodules

@@ -40,6 +40,7 @@ class NoduleFacts:
     smooth_margin: bool = True
     spiculated: bool = False
     change: Change = Change.BASELINE
+    mass: bool = False  # any diameter >= 30 mm (e.g. the long axis), not just the mean
 
 
 def _r(value: float) -> float:
@@ -122,7 +123,7 @@ def fleischner(facts: list[NoduleFacts], high_risk: bool = False) -> str:
         if facts:
             return "Calcified (benign) nodule(s) only: no follow-up needed."
         return NO_NODULE
-    if any(_r(f.mean_diameter_mm) >= MASS_MM for f in relevant):
+    if any(f.mass or _r(f.mean_diameter_mm) >= MASS_MM for f in relevant):
         return _MASS
     multiple = len(relevant) > 1
     solids = [f for f in relevant if f.type is NoduleType.SOLID]

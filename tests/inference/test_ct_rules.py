@@ -90,3 +90,7 @@ def test_study_category_and_urgency() -> None:
 )
 def test_fleischner(facts: list[NoduleFacts], needle: str) -> None:
     assert needle in fleischner(facts)
+
+
+def test_a_mass_by_its_long_axis_gets_the_mass_text() -> None:
+    assert "Lung mass" in fleischner([NoduleFacts(S, 28.0, mass=True)])

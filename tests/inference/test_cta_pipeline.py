@@ -44,7 +44,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> CTAPipeline:
 
 def _run(pipeline: CTAPipeline, seed: int, cfg: SynthConfig) -> Case:
     p = make_synthetic_cta(seed, cfg)
-    a = analyze_volume(p.volume, pipeline.predict)
+    a = analyze_volume(p.volume, pipeline.predict, logit_threshold=pipeline.logit_threshold)
     return Case(p, a, pipeline.findings(a, p.volume, "1.2.3"))
 
 
