@@ -68,14 +68,16 @@ def _lookup(grid: WorkGrid, mask: npt.NDArray[np.bool_]) -> Callable[[F64], npt.
     return get
 
 
-def analyze_volume(volume: Volume, predict: Predict, timer: Timer | None = None) -> CTAAnalysis:
+def analyze_volume(
+    volume: Volume, predict: Predict, timer: Timer | None = None, logit_threshold: float = 0.0
+) -> CTAAnalysis:
     """Run every measurement stage; raises NotAnalyzableError for non-arterial series."""
     tm = timer or Timer()
     grid = work_grid(volume, WORK_SPACING_MM)
     hu = resample(volume, grid)
     tm.lap("resample")
     voxel_mm3 = WORK_SPACING_MM**3
-    seg = segment(hu, predict, voxel_mm3)
+    seg = segment(hu, predict, voxel_mm3, logit_threshold)
     tm.lap("segmentation")
     seg = replace(seg, bone=separate_bone(hu, seg.vessels))
     tm.lap("bone_separation")

@@ -95,19 +95,36 @@ def _component_tree(coords: I64, dt: F64, spacing: float) -> tuple[list[int], di
     geo[~np.isfinite(geo)] = -1.0
     explained = np.zeros(n, dtype=bool)
     explained[geo < 0] = True
+    # inside the lumen of a traced branch: a new path stops there and joins the nearest
+    # tree node, so no second, parallel centreline runs down the same vessel
+    covered = np.zeros(n, dtype=bool)
+    covered[root] = True
     on_tree: dict[int, int] = {root: -1}
     tree = cKDTree(coords * spacing)
     order: list[int] = [root]
+
+    def balls(nodes: list[int], scale: float, extra: float) -> npt.NDArray[np.int64]:
+        hits = tree.query_ball_point(coords[nodes] * spacing, r=scale * dt[nodes] + extra)
+        return np.concatenate(
+            [np.asarray(h, dtype=np.int64) for h in hits] or [np.zeros(0, np.int64)]
+        )
+
     while True:
         cand = np.where(explained, -1.0, geo)
         target = int(np.argmax(cand))
         if cand[target] < 0:
             break
         path = [target]
-        while path[-1] not in on_tree and pred[path[-1]] >= 0:
+        while not covered[path[-1]] and pred[path[-1]] >= 0:
             path.append(int(pred[path[-1]]))
-        join = path[-1]
+        stop = path[-1]
         branch = path[:-1]
+        if stop in on_tree:
+            join = stop
+        else:
+            tree_nodes = np.fromiter(on_tree.keys(), dtype=np.int64)
+            gap = np.linalg.norm(coords[tree_nodes] - coords[stop], axis=1)
+            join = int(tree_nodes[np.argmin(gap)])
         length = len(branch) * spacing
         if branch and length >= MIN_BRANCH_MM + dt[join]:
             prev = join
@@ -115,16 +132,20 @@ def _component_tree(coords: I64, dt: F64, spacing: float) -> tuple[list[int], di
                 on_tree[node] = prev
                 order.append(node)
                 prev = node
-        for node in path:
-            ball = tree.query_ball_point(coords[node] * spacing, r=1.8 * dt[node] + 1.5)
-            explained[ball] = True
+            covered[balls(branch, 1.0, 1.0)] = True
+        explained[balls(path, 1.8, 1.5)] = True
         explained[target] = True
     return order, on_tree
 
 
 def skeletonize(mask: npt.NDArray[np.bool_], spacing: float) -> Skeleton:
     """Skeleton forest of a (cleaned) vessel mask on an isotropic grid."""
-    dt = ndimage.distance_transform_edt(mask) * spacing
+    # the distance transform only where vessels are (their bounding box, padded)
+    dt = np.zeros(mask.shape, dtype=np.float64)
+    box = ndimage.find_objects(mask.astype(np.uint8))
+    if box and box[0] is not None:
+        sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box[0])
+        dt[sl] = ndimage.distance_transform_edt(mask[sl]) * spacing
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     pts: list[I64] = []
     parents: list[int] = []

@@ -1,11 +1,16 @@
-"""Vessel naming by anatomy: side from LPS x, level from z, topology from the skeleton tree.
+"""Vessel naming by anatomy: side from LPS x, level from z, topology from the graph.
 
-Ends of the skeleton are sorted into caudal ends (origins of the common carotid and
-vertebral arteries, anterior and posterior respectively), cranial ends (circle of
-Willis: M1 lateral, A1 medial-anterior, P1 posterior) and the rest (external carotid
-branches). Named vessels are then tree paths between those ends, cut at the junctions
-where their paths meet. A vessel whose parent is present but which cannot be traced is
-reported as occluded where it should leave its parent ("a named vessel that stops").
+Landmarks first: cranial ends of the graph are sorted into lateral (middle cerebral),
+medial-anterior (anterior cerebral) and posterior (posterior cerebral) ends per side;
+the lowest node is the arch or the caudal end of the neck vessels. Then, per side, the
+carotid chain is the shortest path from the middle cerebral end down to the lowest
+node; the carotid terminus is where the anterior cerebral path joins it, the carotid
+bifurcation the first junction below whose side branch climbs on the same side
+(external carotid), and the common carotid ends at the next junction with a large
+side branch (arch, brachiocephalic) or at the caudal end. The vertebrobasilar system is
+then traced with the carotid chains removed. A vessel whose parent is present but which
+cannot be traced is reported occluded where it should leave ("a named vessel that
+stops").
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from inference.cta.centerline import Skeleton, degree
+from inference.cta.centerline import Skeleton
+from inference.cta.graph import VesselGraph, build_graph
 
 F64 = npt.NDArray[np.float64]
 SIDES = (("L", 1.0), ("R", -1.0))  # LPS: +x is the patient's left
-CAUDAL_BAND_MM = 30.0
-CRANIAL_BAND_MM = 30.0
-MIN_LENGTH_MM = {"M1": 12.0, "A1": 8.0, "P1": 8.0}
+CRANIAL_BAND_MM = 35.0
+POSTERIOR_MARGIN_MM = 10.0
+BIG_BRANCH_MM = 12.0
+MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,7 @@ class NamedVessel:
 @dataclass(frozen=True, slots=True)
 class OcclusionCall:
     vessel: str
-    node: int  # last patent skeleton node (or the parent junction)
+    node: int  # last patent skeleton node (or where the vessel should leave its parent)
     reason: str
 
 
@@ -43,220 +50,306 @@ class Naming:
     occlusions: tuple[OcclusionCall, ...]
 
 
-def _first_common(a: list[int], b: list[int]) -> int | None:
-    """First node of ``a`` that is also on ``b`` (paths given from their distal ends)."""
-    on_b = set(b)
-    for n in a:
-        if n in on_b:
-            return n
-    return None
+class _Namer:
+    def __init__(self, sk: Skeleton, lps: F64) -> None:
+        self.g: VesselGraph = build_graph(sk, lps)
+        self.lps = lps
+        self.z = lps[:, 2]
+        self.vessels: dict[str, NamedVessel] = {}
+        self.occl: list[OcclusionCall] = []
+        self.ends = [int(e) for e in np.flatnonzero(self.g.degree == 1)]
+        self.zlo, self.zhi = float(self.z.min()), float(self.z.max())
+        self.lowest = int(np.argmin(self.z))
+        self.y_post = 10.0
+        self.side_m = self.g.matrix
 
+    # -- helpers ----------------------------------------------------------------------
+    def add(self, name: str, nodes: list[int] | tuple[int, ...]) -> None:
+        if len(nodes) >= 2:
+            self.vessels[name] = NamedVessel(name, tuple(int(n) for n in nodes))
 
-def _segment(path: list[int], start: int, stop: int) -> tuple[int, ...]:
-    i, j = path.index(start), path.index(stop)
-    return tuple(path[i : j + 1]) if i <= j else tuple(path[j : i + 1][::-1])
+    def length(self, nodes: list[int] | tuple[int, ...]) -> float:
+        p = self.lps[list(nodes)]
+        return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum()) if len(p) > 1 else 0.0
 
+    def cut_at_junction(self, path: list[int], min_mm: float) -> list[int]:
+        """Keep ``path`` up to its first junction at least ``min_mm`` along it."""
+        walked = 0.0
+        for i in range(1, len(path)):
+            walked += float(np.linalg.norm(self.lps[path[i]] - self.lps[path[i - 1]]))
+            if walked >= min_mm and self.g.degree[path[i]] >= 3 and i < len(path) - 1:
+                return path[: i + 1]
+        return path
 
-def _length(lps: F64, nodes: tuple[int, ...] | list[int]) -> float:
-    if len(nodes) < 2:
-        return 0.0
-    p = lps[list(nodes)]
-    return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+    def side_branches(self, chain: list[int], labels: npt.NDArray[np.int32], i: int) -> list[F64]:
+        """Node positions of each side component leaving chain[i] (chain removed)."""
+        on_chain = set(chain)
+        out = []
+        for nb in self.g.neighbours(chain[i]):
+            if nb in on_chain:
+                continue
+            out.append(self.lps[labels == labels[nb]])
+        return out
+
+    # -- landmarks --------------------------------------------------------------------
+    def landmarks(self) -> dict[str, int]:
+        cranial = [e for e in self.ends if self.z[e] > self.zhi - CRANIAL_BAND_MM]
+        out: dict[str, int] = {}
+        if not cranial:
+            return out
+        y_post = float(np.median(self.lps[cranial, 1])) + POSTERIOR_MARGIN_MM
+        self.y_post = y_post
+        band = np.flatnonzero(self.z > self.zhi - CRANIAL_BAND_MM - 10.0)
+        for side, sx in SIDES:
+            mine = [e for e in cranial if self.lps[e, 0] * sx > 0]
+            post = [e for e in mine if self.lps[e, 1] > y_post]
+            lateral = [e for e in mine if e not in post and abs(self.lps[e, 0]) > 25.0]
+            if post:
+                out[f"P_{side}"] = max(post, key=lambda e: abs(self.lps[e, 0]))
+            if lateral:
+                out[f"M_{side}"] = max(lateral, key=lambda e: abs(self.lps[e, 0]))
+            medial = band[
+                (self.lps[band, 0] * sx > 0)
+                & (np.abs(self.lps[band, 0]) < 12.0)
+                & (self.lps[band, 1] <= y_post - 10.0)
+            ]
+            if len(medial):
+                out[f"A_{side}"] = int(medial[np.argmin(self.lps[medial, 1])])
+        return out
+
+    def down_path(self, node: int, matrix: object = None) -> list[int] | None:
+        """Shortest path from ``node`` to the lowest node it can reach (arch or neck)."""
+        dist, pred = self.g.distances(node, matrix)  # type: ignore[arg-type]
+        reach = np.flatnonzero(np.isfinite(dist))
+        low = int(reach[np.argmin(self.z[reach])])
+        out = [low]
+        while out[-1] != node:
+            out.append(int(pred[out[-1]]))
+        return out[::-1]
+
+    def turn_down(self, path: list[int]) -> int:
+        """First node where a path from a cerebral end starts to fall steeply (the ICA)."""
+        for i in range(4, len(path) - 15):
+            if self.z[path[i]] - self.z[path[i + 15]] > 12.0:
+                return path[i]
+        return path[len(path) // 3]
+
+    # -- carotids ---------------------------------------------------------------------
+    def carotid(self, side: str, sx: float, marks: dict[str, int]) -> list[int] | None:
+        m_end, a_end = marks.get(f"M_{side}"), marks.get(f"A_{side}")
+        start = m_end if m_end is not None else a_end
+        if start is None:
+            return None
+        # the carotid terminus is the lowest point of the arc from the anterior to the
+        # middle cerebral end, both on this side of the midline; the carotid runs down on
+        # its own side too (the anterior communicating artery must not lead across)
+        self.side_m = self.g.without(np.flatnonzero(self.lps[:, 0] * sx < -3.0).tolist())
+        down = self.down_path(start, self.side_m)
+        if down is None:
+            return None
+        terminus = None
+        if m_end is not None and a_end is not None:
+            arc = self.g.shortest(a_end, m_end, self.side_m) or self.g.shortest(a_end, m_end)
+            if arc is not None and self.length(arc) < 90.0:
+                terminus = min(arc, key=lambda n: self.z[n])
+        if terminus is None:
+            terminus = self.turn_down(down)
+        down = self.down_path(terminus, self.side_m) or [terminus]
+        chain = down
+        # a carotid chain runs down on its own side; one that crosses the posterior
+        # midline went through the communicating arteries: the ICA is not patent
+        first = chain[: max(2, int(len(chain) * 0.5))]
+        crossed = any(abs(self.lps[n, 0]) < 6 and self.lps[n, 1] > self.y_post - 15 for n in first)
+        if crossed or self.z[terminus] - self.z[chain[-1]] < 60.0:
+            stump = self.ica_stump(sx)
+            self.occl.append(
+                OcclusionCall(
+                    f"ICA_{side}",
+                    stump if stump is not None else terminus,
+                    "internal carotid does not reach the terminus",
+                )
+            )
+            self.willis(side, terminus, m_end, a_end)
+            return None
+        labels = self.g.components_without(chain)
+        bif_i = origin_i = None
+        for i in range(1, len(chain)):
+            n = chain[i]
+            if self.g.degree[n] < 3:
+                continue
+            branches = self.side_branches(chain, labels, i)
+            if bif_i is None:
+                if self.z[terminus] - self.z[n] < 35.0:
+                    continue
+                for b in branches:
+                    ext = float(np.linalg.norm(b - self.lps[n], axis=1).max())
+                    climbs = float(b[:, 2].max()) > self.z[n] + 5.0
+                    if (
+                        ext >= BIG_BRANCH_MM
+                        and climbs
+                        and float(b[:, 0].mean()) * sx > 0
+                        and (float(b[:, 2].max()) < self.z[terminus] - 10.0)
+                    ):
+                        bif_i = i
+                        break
+            else:
+                if any(
+                    float(np.linalg.norm(b - self.lps[n], axis=1).max()) >= BIG_BRANCH_MM
+                    for b in branches
+                ):
+                    origin_i = i
+                    break
+        if bif_i is None:
+            self.add(f"ICA_{side}", chain[::-1])
+            origin_i = len(chain) - 1
+        else:
+            origin_i = origin_i if origin_i is not None else len(chain) - 1
+            self.add(f"CCA_{side}", chain[bif_i : origin_i + 1][::-1])
+            self.add(f"ICA_{side}", chain[: bif_i + 1][::-1])
+            self.eca(side, chain, bif_i, labels)
+        self.willis(side, terminus, m_end, a_end)
+        return chain[:origin_i]
+
+    def eca(self, side: str, chain: list[int], bif_i: int, labels: npt.NDArray[np.int32]) -> None:
+        bif = chain[bif_i]
+        on_chain = set(chain)
+        best = None
+        for nb in self.g.neighbours(bif):
+            if nb in on_chain:
+                continue
+            members = np.flatnonzero(labels == labels[nb])
+            tip = int(members[np.argmax(self.z[members])])
+            if best is None or self.z[tip] > self.z[best]:
+                best = tip
+        if best is not None:
+            path = self.g.shortest(bif, best, self.g.without(on_chain - {bif}))
+            if path is not None:
+                self.add(f"ECA_{side}", path)
+
+    def ica_stump(self, sx: float) -> int | None:
+        """The highest end in the neck on this side between the external carotid branches
+        (anterior) and the vertebral artery (posterior): the stump of an occluded ICA."""
+        cand = [
+            e for e in self.ends
+            if self.lps[e, 0] * sx > 8 and abs(self.lps[e, 0]) < 45
+            and self.zlo + 40 < self.z[e] < self.zhi - 40 and self.lps[e, 1] < self.y_post - 10
+        ]  # fmt: skip
+        if not cand:
+            return None
+        return max(cand, key=lambda e: self.lps[e, 1])
+
+    def willis(self, side: str, terminus: int, m_end: int | None, a_end: int | None) -> None:
+        for key, end, min_mm in (("M1", m_end, 8.0), ("A1", a_end, 6.0)):
+            name = f"{key}_{side}"
+            path = None
+            if end is not None:
+                path = self.g.shortest(terminus, end, self.side_m) or self.g.shortest(terminus, end)
+            if path is None or self.length(path) < 3.0:
+                self.occl.append(OcclusionCall(name, terminus, "not traced from the terminus"))
+                continue
+            self.add(name, self.cut_at_junction(path, min_mm))
+
+    # -- vertebrobasilar --------------------------------------------------------------
+    def vertebrobasilar(self, marks: dict[str, int], carotid_nodes: set[int]) -> None:
+        p_l, p_r = marks.get("P_L"), marks.get("P_R")
+        if p_l is None or p_r is None:
+            return
+        m = self.g.without(carotid_nodes)
+        across = self.g.shortest(p_l, p_r, m)
+        if across is None:
+            return
+        top = [n for n in across if self.z[n] > self.zhi - 60 and abs(self.lps[n, 0]) < 8]
+        if not top:
+            return
+        tip = min(top, key=lambda n: self.z[n])
+        for side, end in (("L", p_l), ("R", p_r)):
+            path = self.g.shortest(tip, end, m)
+            if path is not None:
+                self.add(f"P1_{side}", self.cut_at_junction(path, 5.0)[: int(25 / 1.2)])
+        down = self.down_path(tip, m)
+        if down is None:
+            return
+        labels = self.g.components_without(down)
+        conf_i = None
+        for i in range(1, len(down)):
+            n = down[i]
+            if self.g.degree[n] < 3 or self.z[tip] - self.z[n] < 8.0:
+                continue
+            if any(float(b[:, 2].min()) < self.z[n] - 10.0 and
+                   float(np.linalg.norm(b - self.lps[n], axis=1).max()) >= BIG_BRANCH_MM
+                   for b in self.side_branches(down, labels, i)):  # fmt: skip
+                conf_i = i
+                break
+        if conf_i is None:
+            # one vertebral artery only: the basilar ends where the path leaves the midline
+            conf_i = next(
+                (i for i in range(1, len(down)) if abs(self.lps[down[i], 0]) > 5.0), len(down) - 1
+            )
+        self.add("BA", down[: conf_i + 1][::-1])
+        conf = down[conf_i]
+        va_a = self.va_from(down[conf_i:], labels)
+        used = set(down[:conf_i]) | set(va_a[1:]) | carotid_nodes
+        other = self.down_path(conf, self.g.without(used))
+        va_b: list[int] = []
+        if other is not None:
+            va_b = self.va_from(other, self.g.components_without(other))
+        for va in (va_a, va_b):
+            if len(va) >= 2:
+                side = "L" if float(self.lps[va, 0].mean()) > 0 else "R"
+                self.add(f"VA_{side}", va[::-1])
+        named = {n for v in self.vessels.values() for n in v.nodes}
+        for side, sx in SIDES:
+            if f"VA_{side}" not in self.vessels:
+                # the stump: the highest untraced end low in the neck, posterior, this side
+                stumps = [
+                    e for e in self.ends
+                    if e not in named and 5 < self.lps[e, 0] * sx < 30
+                    and self.z[e] < self.zhi - 60 and self.lps[e, 1] > self.y_post - 5
+                ]  # fmt: skip
+                at = max(stumps, key=lambda e: self.z[e]) if stumps else conf
+                self.occl.append(OcclusionCall(f"VA_{side}", at, "vertebral artery not traced"))
+
+    def va_from(self, path: list[int], labels: npt.NDArray[np.int32]) -> list[int]:
+        """From the confluence down to the vertebral origin (next large side branch)."""
+        for i in range(1, len(path)):
+            if (
+                self.g.degree[path[i]] >= 3
+                and self.z[path[0]] - self.z[path[i]] > 40.0
+                and any(
+                    float(np.linalg.norm(b - self.lps[path[i]], axis=1).max()) >= BIG_BRANCH_MM
+                    for b in self.side_branches(path, labels, i)
+                )
+            ):
+                return path[: i + 1]
+        return path
 
 
 def name_vessels(sk: Skeleton, lps: F64) -> Naming:
     """Name the skeleton's vessels; ``lps`` is the LPS position of every skeleton node."""
     if len(sk.parent) == 0:
         return Naming({}, ())
-    deg = degree(sk)
-    ends = [int(e) for e in np.flatnonzero(deg <= 1)]
-    z = lps[:, 2]
-    zlo, zhi = float(z.min()), float(z.max())
-    caudal = [e for e in ends if z[e] < zlo + CAUDAL_BAND_MM]
-    cranial = [e for e in ends if z[e] > zhi - CRANIAL_BAND_MM and e not in caudal]
-    middle = [e for e in ends if e not in caudal and e not in cranial]
-
-    # caudal ends: per side, the most anterior is the CCA, the most posterior the VA
-    origin: dict[str, int] = {}
+    nm = _Namer(sk, lps)
+    marks = nm.landmarks()
+    if not marks:
+        return Naming({}, ())
+    carotid_nodes: set[int] = set()
     for side, sx in SIDES:
-        mine = sorted((e for e in caudal if lps[e, 0] * sx > 0), key=lambda e: lps[e, 1])
-        if len(mine) >= 2 and lps[mine[-1], 1] - lps[mine[0], 1] > 12.0:
-            origin[f"CCA_{side}"], origin[f"VA_{side}"] = mine[0], mine[-1]
-        elif mine:
-            others = [lps[e, 1] for e in caudal]
-            key = "CCA" if lps[mine[0], 1] <= float(np.mean(others)) else "VA"
-            origin[f"{key}_{side}"] = mine[0]
-    ys_cca = [lps[v, 1] for k, v in origin.items() if k.startswith("CCA")]
-    ys_va = [lps[v, 1] for k, v in origin.items() if k.startswith("VA")]
-    y_split = (np.mean(ys_cca) + np.mean(ys_va)) / 2 if ys_cca and ys_va else 5.0
-
-    top: dict[str, int] = {}
-    for side, sx in SIDES:
-        mine = [e for e in cranial if lps[e, 0] * sx > 0]
-        post = [e for e in mine if lps[e, 1] > y_split]
-        ant = [e for e in mine if lps[e, 1] <= y_split]
-        if post:
-            top[f"P1_{side}"] = max(post, key=lambda e: abs(lps[e, 0]))
-        if ant:
-            lateral = max(ant, key=lambda e: abs(lps[e, 0]))
-            if abs(lps[lateral, 0]) > 25.0:
-                top[f"M1_{side}"] = lateral
-        # A1 ends may be joined across the midline (anterior communicating artery), so
-        # look at every cranial node, not only the ends
-        medial = np.flatnonzero(
-            (z > zhi - CRANIAL_BAND_MM)
-            & (lps[:, 0] * sx > 0)
-            & (np.abs(lps[:, 0]) < 20.0)
-            & (lps[:, 1] <= y_split)
-        )
-        if len(medial):
-            top[f"A1_{side}"] = int(
-                medial[np.argmin(lps[medial, 1] + 0.5 * np.abs(lps[medial, 0]))]
-            )
-
-    vessels: dict[str, NamedVessel] = {}
-    occl: list[OcclusionCall] = []
-
-    def add(name: str, nodes: tuple[int, ...]) -> None:
-        if len(nodes) >= 2:
-            vessels[name] = NamedVessel(name, nodes)
-
-    for side, sx in SIDES:
-        cca0 = origin.get(f"CCA_{side}")
-        m1 = top.get(f"M1_{side}")
-        a1 = top.get(f"A1_{side}")
-        terminus = None
-        if m1 is not None and a1 is not None:
-            pm, pa = sk.path(m1, a1), None
-            if pm is not None:
-                pa = sk.path(a1, m1)
-                chain_down = sk.path(m1, cca0) if cca0 is not None else None
-                if chain_down is not None and pa is not None and cca0 is not None:
-                    terminus = _first_common(sk.path(a1, cca0) or [], chain_down)
-                else:
-                    # no carotid below: the junction of M1 and A1 is the highest-degree
-                    # node on their path
-                    terminus = max(pm, key=lambda n: (deg[n], -abs(lps[n, 0])))
-        eca_ends = [
-            e
-            for e in middle
-            if lps[e, 0] * sx > 0 and cca0 is not None and sk.component[e] == sk.component[cca0]
-        ]
-        chain = sk.path(cca0, m1) if (cca0 is not None and m1 is not None) else None
-        if chain is None and cca0 is not None and a1 is not None:
-            chain = sk.path(cca0, a1)
-            if chain is not None and terminus is None:
-                terminus = a1
-        if cca0 is not None and chain is not None:
-            if terminus is None:
-                terminus = chain[-1]
-            eca_end = min(eca_ends, key=lambda e: lps[e, 1]) if eca_ends else None
-            bif = None
-            if eca_end is not None:
-                bif = _first_common(sk.path(eca_end, cca0) or [], chain)
-            if bif is None or bif == terminus:
-                bif = chain[len(chain) // 3]
-                occl.append(OcclusionCall(f"ECA_{side}", bif, "external carotid not traced"))
-            add(f"CCA_{side}", _segment(chain, cca0, bif))
-            add(f"ICA_{side}", _segment(chain, bif, terminus))
-            if eca_end is not None:
-                path = sk.path(bif, eca_end)
-                if path is not None:
-                    add(f"ECA_{side}", tuple(path))
-        elif cca0 is not None:
-            # the carotid does not reach the circle of Willis: ICA occluded
-            branch_ends = sorted(eca_ends, key=lambda e: lps[e, 1])
-            if len(branch_ends) >= 2:
-                eca_end, stump = branch_ends[0], branch_ends[-1]
-                path_e = sk.path(cca0, eca_end) or []
-                path_s = sk.path(stump, cca0) or []
-                bif = _first_common(path_s, path_e)
-                if bif is not None:
-                    add(f"CCA_{side}", _segment(path_e, cca0, bif))
-                    add(f"ECA_{side}", _segment(path_e, bif, eca_end))
-                    add(f"ICA_{side}", _segment(path_s[::-1], bif, stump))
-                    occl.append(OcclusionCall(f"ICA_{side}", stump, "internal carotid stops"))
-            elif branch_ends:
-                path_e = sk.path(cca0, branch_ends[0]) or []
-                add(f"CCA_{side}", tuple(path_e[: max(2, len(path_e) * 2 // 3)]))
-                end = path_e[max(1, len(path_e) * 2 // 3) - 1]
-                add(f"ECA_{side}", tuple(path_e[max(1, len(path_e) * 2 // 3) - 1 :]))
-                occl.append(OcclusionCall(f"ICA_{side}", end, "internal carotid not traced"))
-        if terminus is not None:
-            for key, tip_end in ((f"M1_{side}", m1), (f"A1_{side}", a1)):
-                if tip_end is None:
-                    occl.append(
-                        OcclusionCall(key, terminus, "not traced from the carotid terminus")
-                    )
-                    continue
-                path = sk.path(terminus, tip_end)
-                if path is not None:
-                    add(key, tuple(path))
-
-    # vertebrobasilar system
-    p1l, p1r = top.get("P1_L"), top.get("P1_R")
-    va = {s: origin.get(f"VA_{s}") for s, _ in SIDES}
-    tip = None
-    anchor = next((v for v in va.values() if v is not None), None)
-    if p1l is not None and p1r is not None and sk.path(p1l, p1r) is not None:
-        if anchor is not None and sk.path(p1l, anchor) is not None:
-            tip = _first_common(sk.path(p1l, anchor) or [], sk.path(p1r, anchor) or [])
-        else:
-            pp = sk.path(p1l, p1r) or []
-            tip = min(pp, key=lambda n: abs(lps[n, 0]))
+        chain = nm.carotid(side, sx, marks)
+        if chain:
+            carotid_nodes |= set(chain)
+    for name in ("M1_L", "M1_R", "A1_L", "A1_R"):
+        if name in nm.vessels:
+            carotid_nodes |= set(nm.vessels[name].nodes)
+    nm.vertebrobasilar(marks, carotid_nodes)
     for side, _ in SIDES:
-        p1_end = top.get(f"P1_{side}")
-        if tip is not None and p1_end is not None:
-            path = sk.path(tip, p1_end)
-            if path is not None:
-                add(f"P1_{side}", tuple(path))
-    connected = {
-        s: v
-        for s, v in va.items()
-        if v is not None and tip is not None and sk.path(v, tip) is not None
-    }
-    if tip is not None and connected:
-        paths = {s: sk.path(tip, v) or [] for s, v in connected.items()}
-        if len(paths) == 2:
-            a, b = paths["L"], paths["R"]
-            conf = next((n for n in a[::-1] if n in set(b)), a[0])
-        else:
-            (only,) = paths.values()
-            conf = only[len(only) * 2 // 3]
-        base_path = next(iter(paths.values()))
-        add(
-            "BA",
-            _segment(base_path, conf, tip)[::-1]
-            if False
-            else tuple(reversed(_segment(base_path, tip, conf))),
-        )
-        for s, path in paths.items():
-            add(f"VA_{s}", tuple(reversed(_segment(path, conf, path[-1]))))
-        for s, v in va.items():
-            if s in connected:
-                continue
-            if v is not None:
-                far = max(
-                    (e for e in ends if sk.component[e] == sk.component[v] and e != v),
-                    key=lambda e: lps[e, 2],
-                    default=None,
-                )
-                if far is not None:
-                    add(f"VA_{s}", tuple(sk.path(v, far) or []))
-                    occl.append(OcclusionCall(f"VA_{s}", far, "vertebral artery stops"))
-            else:
-                occl.append(OcclusionCall(f"VA_{s}", conf, "vertebral artery not traced"))
-
-    for key, min_len in MIN_LENGTH_MM.items():
-        for side, _ in SIDES:
+        for key, min_len in MIN_LENGTH_MM.items():
             name = f"{key}_{side}"
-            if name in vessels and _length(lps, vessels[name].nodes) < min_len:
-                occl.append(OcclusionCall(name, vessels[name].nodes[-1], "stops early"))
-    # a vessel reported occluded keeps its traced stump; drop duplicate calls
+            if name in nm.vessels and nm.length(nm.vessels[name].nodes) < min_len:
+                nm.occl.append(OcclusionCall(name, nm.vessels[name].nodes[-1], "stops early"))
     seen: set[str] = set()
     unique = []
-    for call in occl:
+    for call in nm.occl:
         if call.vessel not in seen:
             seen.add(call.vessel)
             unique.append(call)
-    return Naming(vessels, tuple(unique))
+    return Naming(nm.vessels, tuple(unique))

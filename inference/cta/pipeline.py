@@ -29,6 +29,7 @@ from inference.cta.findings import (
     vessel_labels,
     worst_grade,
 )
+from inference.cta.segment import logit_of
 from inference.cta.select import check_coverage, select_cta_series
 from inference.pipeline import PipelineOutput, StudyInput
 from inference.volume import load_volume
@@ -49,6 +50,7 @@ class CTAPipeline:
     def __init__(self, session: ModelSession) -> None:
         self.session = session
         self.model_ref: ModelRef = session.artifact.ref
+        self.logit_threshold = logit_of(session.artifact.card.operating_threshold)
 
     @classmethod
     def create(cls, settings: Settings) -> CTAPipeline:
@@ -68,13 +70,12 @@ class CTAPipeline:
         volume = loaded.volume
         tm.lap("volume")
         check_coverage(volume.shape[0] * volume.spacing[0])
-        a = analyze_volume(volume, self.predict, tm)
+        a = analyze_volume(volume, self.predict, tm, self.logit_threshold)
         findings = self.findings(a, volume, header.series_uid)
         grade = worst_grade(findings)
         level = urgency_of(grade)
         tm.lap("findings")
-        images = self.renders(a, volume)
-        tm.lap("renders")
+        images = self.renders(a, volume, tm)
         arrays = self.arrays(a, volume, findings)
         tm.lap("arrays")
         named = sorted(a.naming.vessels)
@@ -124,10 +125,15 @@ class CTAPipeline:
             out.append(stenosis_finding(a, a.stenoses[name], volume, series_uid, self.model_ref))
         return out
 
-    def renders(self, a: CTAAnalysis, volume: Any) -> dict[str, npt.NDArray[np.uint8]]:
+    def renders(
+        self, a: CTAAnalysis, volume: Any, tm: Timer | None = None
+    ) -> dict[str, npt.NDArray[np.uint8]]:
+        tm = tm or Timer()
         clean = render.bone_removed(a.hu, a.seg.bone, a.intensities.tissue_hu)
         images = render.mip_views(clean)
+        tm.lap("render_mip")
         images.update(render.volume_rendering(a.seg.vessels, clean))
+        tm.lap("render_vr")
         occluded = {c.vessel: c for c in a.naming.occlusions}
         for name, prof in sorted(a.profiles.items()):
             images[f"cpr_{name}"] = render.annotate(
@@ -148,6 +154,7 @@ class CTAPipeline:
             else:
                 scpr = render.annotate(scpr, [f"{name} 拉直曲面重建 stretched CPR"])
             images[f"scpr_{name}"] = scpr
+        tm.lap("render_cpr")
         return images
 
     def arrays(

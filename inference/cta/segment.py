@@ -23,6 +23,13 @@ MARGIN = 8
 MIN_COMPONENT_MM3 = 60.0
 BONE_HU = 200.0
 
+
+def logit_of(probability: float) -> float:
+    """The model card's operating threshold (a probability) as a logit threshold."""
+    p = min(max(probability, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
 Predict = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 BOOL = npt.NDArray[np.bool_]
 
@@ -44,7 +51,9 @@ def _starts(n: int, core: int) -> list[int]:
     return list(range(0, max(n - MARGIN, 1), core))
 
 
-def predict_tiled(hu: npt.NDArray[np.float32], predict: Predict) -> tuple[BOOL, int, int]:
+def predict_tiled(
+    hu: npt.NDArray[np.float32], predict: Predict, logit_threshold: float = 0.0
+) -> tuple[BOOL, int, int]:
     """Run the network on overlapping tiles that contain candidate (bright) voxels.
 
     Each tile keeps only its core (a MARGIN of context each side is discarded), so
@@ -74,17 +83,26 @@ def predict_tiled(hu: npt.NDArray[np.float32], predict: Predict) -> tuple[BOOL, 
                 logits = predict(normalise(tile)[None, None])[0, 0]
                 dk, dj, di = ck.stop - ck.start, cj.stop - cj.start, ci.stop - ci.start
                 sub = logits[MARGIN : MARGIN + dk, MARGIN : MARGIN + dj, MARGIN : MARGIN + di]
-                out[ck, cj, ci] = sub > 0.0
+                out[ck, cj, ci] = sub > logit_threshold
     return out, run, total
 
 
 def clean_vessels(mask: BOOL, voxel_mm3: float) -> BOOL:
-    """Drop small connected components (noise, calcium specks) in 26-connectivity."""
+    """Drop small components (noise, calcium specks) and thin isolated ones.
+
+    A component in which no voxel lies deeper than one voxel inside is a sheet or a
+    line one voxel thick: the rim of a bone cortex, never a lumen on its own.
+    """
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return mask
     sizes = np.bincount(labels.ravel())
     keep = sizes * voxel_mm3 >= MIN_COMPONENT_MM3
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    if box is not None:
+        dt = ndimage.distance_transform_cdt(mask[box], metric="taxicab")
+        depth = ndimage.maximum(dt, labels[box], index=np.arange(n + 1))
+        keep &= np.asarray(depth) >= 2
     keep[0] = False
     return np.asarray(keep[labels])
 
@@ -102,9 +120,11 @@ def separate_bone(hu: npt.NDArray[np.float32], vessels: BOOL) -> BOOL:
     return np.asarray(bone)
 
 
-def segment(hu: npt.NDArray[np.float32], predict: Predict, voxel_mm3: float) -> Segmentation:
+def segment(
+    hu: npt.NDArray[np.float32], predict: Predict, voxel_mm3: float, logit_threshold: float = 0.0
+) -> Segmentation:
     """Vessel lumen mask; ``bone`` is left empty for :func:`separate_bone` (timed apart)."""
-    raw, run, total = predict_tiled(hu, predict)
+    raw, run, total = predict_tiled(hu, predict, logit_threshold)
     vessels = clean_vessels(raw, voxel_mm3)
     return Segmentation(vessels, np.zeros(0, dtype=bool), run, total)
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from training.cta.data import make_case, sample_patches
 from training.cta.model import build_net
+from training.cta.project_cases import load_cases
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ def train(config_path: Path, resume: bool = True) -> Path:
         opt, max_lr=float(cfg["lr"]), total_steps=iterations
     )
     start = 0
+    init = cfg.get("init_from")
+    if init and not (resume and ckpt.is_file()):
+        # fine-tuning: weights from an earlier run, a fresh optimiser and schedule
+        net.load_state_dict(torch.load(init, weights_only=False)["net"])
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         net.load_state_dict(state["net"])
@@ -45,6 +50,9 @@ def train(config_path: Path, resume: bool = True) -> Path:
     seeds = range(*cfg["train_seeds"])
     t0 = time.perf_counter()
     cases = [make_case(s) for s in seeds]
+    if cfg.get("project_cases"):
+        # project phantoms (training.phantoms.cta), cached by training.cta.project_cases
+        cases += load_cases(Path(cfg["project_cases"]))
     logger.info("cases ready", extra={"n": len(cases), "s": round(time.perf_counter() - t0, 1)})
     loss_fn = DiceCELoss(sigmoid=True)
     rng = np.random.default_rng(start)

@@ -1,0 +1,128 @@
+"""The centreline graph: skeleton tree edges plus the loop closures the tree left open.
+
+Skeletonisation returns a forest; the real vessel tree has loops (circle of Willis,
+both vertebral arteries meeting at the basilar, both subclavians off the arch), which
+the forest breaks where two growing fronts met, leaving an end facing another branch a
+few millimetres away. Joining those ends back gives a graph on which shortest paths
+between anatomical landmarks follow the vessels, whichever way the loops were broken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse.csgraph import connected_components, dijkstra
+from scipy.spatial import cKDTree
+
+from inference.cta.centerline import Skeleton, _outward, degree
+
+F64 = npt.NDArray[np.float64]
+LOOP_REACH_MM = 5.0
+LOCAL_HOPS = 12
+GAP_REACH_MM = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class VesselGraph:
+    lps: F64  # N x 3
+    matrix: csr_matrix  # symmetric, edge weight = length in mm
+    degree: npt.NDArray[np.int64]
+
+    def neighbours(self, node: int) -> list[int]:
+        row = self.matrix.indptr
+        return [int(n) for n in self.matrix.indices[row[node] : row[node + 1]]]
+
+    def without(self, removed: set[int] | list[int]) -> csr_matrix:
+        keep = np.ones(self.matrix.shape[0])
+        keep[list(removed)] = 0.0
+        d = coo_matrix((keep, (np.arange(len(keep)), np.arange(len(keep))))).tocsr()
+        return (d @ self.matrix @ d).tocsr()
+
+    def shortest(self, a: int, b: int, matrix: csr_matrix | None = None) -> list[int] | None:
+        m = self.matrix if matrix is None else matrix
+        dist, pred = dijkstra(m, directed=False, indices=a, return_predecessors=True)
+        if not np.isfinite(dist[b]):
+            return None
+        out = [b]
+        while out[-1] != a:
+            out.append(int(pred[out[-1]]))
+        return out[::-1]
+
+    def distances(
+        self, a: int, matrix: csr_matrix | None = None
+    ) -> tuple[F64, npt.NDArray[np.int32]]:
+        m = self.matrix if matrix is None else matrix
+        dist, pred = dijkstra(m, directed=False, indices=a, return_predecessors=True)
+        return np.asarray(dist), np.asarray(pred)
+
+    def components_without(self, removed: list[int]) -> npt.NDArray[np.int32]:
+        _, labels = connected_components(self.without(removed), directed=False)
+        return np.asarray(labels)
+
+
+def build_graph(sk: Skeleton, lps: F64) -> VesselGraph:
+    n = len(sk.parent)
+    rows, cols, w = [], [], []
+    for node, parent in enumerate(sk.parent):
+        if parent >= 0:
+            rows.append(node)
+            cols.append(int(parent))
+            w.append(float(np.linalg.norm(lps[node] - lps[parent])) or 1e-3)
+    tree_deg = np.zeros(n, dtype=np.int64)
+    for r, c in zip(rows, cols, strict=True):
+        tree_deg[r] += 1
+        tree_deg[c] += 1
+    base = coo_matrix((w, (rows, cols)), shape=(n, n)).tocsr()
+    base = (base + base.T).tocsr()
+    if n:
+        hops, _ = _hops_near_ends(base, tree_deg)
+        kd = cKDTree(lps)
+        for e, local in hops.items():
+            reach = max(LOOP_REACH_MM, 2.5 * float(sk.radius[e]))
+            cand = [c for c in kd.query_ball_point(lps[e], reach) if c != e and c not in local]
+            if cand:
+                c = min(cand, key=lambda k: float(np.linalg.norm(lps[k] - lps[e])))
+                d = float(np.linalg.norm(lps[c] - lps[e])) or 1e-3
+                rows += [e, c]
+                cols += [c, e]
+                w += [d, d]
+        # ends facing each other across a longer gap inside one component: a lumen too
+        # thin for the mask (severe stenosis) on a vessel that is also fed from above
+        ends = np.flatnonzero(tree_deg == 1)
+        kids = sk.children()
+        out = {int(e): _outward(sk, int(e), degree(sk), kids) for e in ends}
+        for a_i, ea in enumerate(ends):
+            for eb in ends[a_i + 1 :]:
+                v = lps[eb] - lps[ea]
+                d = float(np.linalg.norm(v))
+                if d == 0 or d > GAP_REACH_MM:
+                    continue
+                # _outward works in (k, j, i) index order; compare in the same frame
+                u = (sk.points[eb] - sk.points[ea]).astype(np.float64)
+                u /= np.linalg.norm(u) + 1e-9
+                if float(out[int(ea)] @ u) < 0.5 or float(-out[int(eb)] @ u) < 0.5:
+                    continue
+                far = dijkstra(base, directed=False, indices=int(ea), limit=3 * d)
+                if np.isfinite(far[int(eb)]):
+                    continue
+                rows += [int(ea), int(eb)]
+                cols += [int(eb), int(ea)]
+                w += [d, d]
+    m = coo_matrix((w, (rows, cols)), shape=(n, n)).tocsr()
+    m = m.maximum(m.T).tocsr()
+    deg = np.diff(m.indptr).astype(np.int64)
+    return VesselGraph(lps, m, deg)
+
+
+def _hops_near_ends(
+    base: csr_matrix, tree_deg: npt.NDArray[np.int64]
+) -> tuple[dict[int, set[int]], None]:
+    """For each end, the nodes within LOCAL_HOPS tree steps (its own branch tip)."""
+    out: dict[int, set[int]] = {}
+    for e in np.flatnonzero(tree_deg == 1):
+        dist = dijkstra(base, directed=False, indices=int(e), unweighted=True, limit=LOCAL_HOPS)
+        out[int(e)] = set(np.flatnonzero(np.isfinite(dist)).tolist())
+    return out, None
