@@ -33,8 +33,9 @@ def prepare(name: str) -> Path:
     out = BENCH_DIR / name
     if (out / "done").exists():
         return out
-    cfg = ChestCTConfig(matrix=512, pixel_spacing_mm=0.7, n_nodules=5, nodule_size_mm=(5.0, 25.0),
-                        **CASES[name])  # type: ignore[arg-type]
+    cfg = ChestCTConfig(
+        matrix=512, pixel_spacing_mm=0.7, n_nodules=5, nodule_size_mm=(5.0, 25.0), **CASES[name]
+    )  # type: ignore[arg-type]
     phantom = make_chest_ct(77, cfg)
     write_dicom(phantom, out)
     (out / "done").write_text("ok")
@@ -79,10 +80,15 @@ def main(argv: list[str]) -> int:
             print(json.dumps(analyse(argv[1])))
         return 0
     for name in argv or list(CASES):
-        subprocess.run([sys.executable, "-m", "benchmarks.ct_nodule", "--prepare", name], check=True,
-                       cwd=ROOT)
-        res = subprocess.run([sys.executable, "-m", "benchmarks.ct_nodule", "--analyse", name],
-                             check=True, cwd=ROOT, capture_output=True, text=True)
+        prep = [sys.executable, "-m", "benchmarks.ct_nodule", "--prepare", name]
+        subprocess.run(prep, check=True, cwd=ROOT)
+        res = subprocess.run(
+            [sys.executable, "-m", "benchmarks.ct_nodule", "--analyse", name],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         print(res.stdout.strip().splitlines()[-1])
     return 0
 

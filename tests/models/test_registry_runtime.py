@@ -144,3 +144,21 @@ def test_auto_falls_back_to_cpu_without_a_device(tmp_path: Path) -> None:
     session = create_session(artifact, Settings(providers="auto", intra_op_threads=1))
     out = session.run({"x": np.full((1, 3), 3.0, np.float32)})
     np.testing.assert_allclose(out["y"], 6.0)
+
+
+@pytest.mark.gpu
+def test_cuda_session_uses_fp16_and_io_binding() -> None:
+    """On a CUDA machine the shipped CT model runs fp16 with device IO binding."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here")
+    artifact = ModelRegistry().load("ct_nodule")
+    session = create_session(artifact, Settings(providers="auto"))
+    if session.active_provider == CPU:
+        pytest.skip("CUDA provider listed but no usable GPU on this machine")
+    assert session.plan.model_file == "model.fp16.onnx"
+    assert session.plan.use_io_binding
+    x = np.zeros((2, 1, 16, 16, 16), np.float32)
+    out = session.run({"patch": x})
+    assert out["logit"].shape == (2, 1) and out["logit"].dtype == np.float32
