@@ -88,9 +88,11 @@ def send_main(argv: Sequence[str]) -> int:
 
     from tqdm import tqdm
 
-    from dicom_node.scu import SendResult, client_tls, expand_paths, send_paths
+    from dicom_node.scu import SendResult, client_tls, collect_files, send_paths
 
-    files = expand_paths(args.paths)
+    files, skipped = collect_files(args.paths)
+    if skipped:
+        print(f"skipped {len(skipped)} non-DICOM file(s), e.g. {skipped[0]}", file=sys.stderr)
     if not files:
         print("countyread send: no files found", file=sys.stderr)
         return 2

@@ -66,13 +66,37 @@ class _Item:
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, directories walked recursively (sorted, hidden files skipped)."""
+    return collect_files(paths)[0]
+
+
+def _has_dicm_preamble(path: Path) -> bool:
+    # PS3.10 7.1: a DICOM file starts with a 128-byte preamble and the magic "DICM".
+    try:
+        with path.open("rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def collect_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """Files to send, and files skipped while walking directories.
+
+    A file named explicitly is always sent (and fails loudly if it is not DICOM); inside a
+    walked directory, files without the PS3.10 preamble (reports, truth.json, DICOMDIR
+    side files) are skipped, since a study folder from a CD or a scanner export holds them.
+    """
     out: list[Path] = []
+    skipped: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                (out if _has_dicm_preamble(f) else skipped).append(f)
         else:
             out.append(p)
-    return out
+    return out, skipped
 
 
 def _item_from_path(path: Path) -> _Item | SendResult:

@@ -111,10 +111,19 @@ def test_send_and_nodes_commands(
     assert not next(n for n in list_nodes(ctx.db) if n.ae_title == "TOWN2").active
 
     files = synth.write_ct_series(workdir / "ct", 4, size=16)
+    # A study folder also holds non-DICOM files (reports, truth.json): skipped, not failed.
+    (workdir / "ct" / "truth.json").write_text("{}", encoding="utf-8")
     code = send_main(["127.0.0.1", str(node.port), str(workdir / "ct"), "--aet", SCU_AE,
                       "--aec", "COUNTYREAD", "--no-progress"])
     assert code == 0
-    assert "sent 4/4 instances" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "sent 4/4 instances" in captured.out
+    assert "skipped 1 non-DICOM file" in captured.err
+    # Named explicitly, a non-DICOM file is an error.
+    code = send_main(["127.0.0.1", str(node.port), str(workdir / "ct" / "truth.json"),
+                      "--aet", SCU_AE, "--aec", "COUNTYREAD", "--no-progress"])
+    assert code == 1
+    capsys.readouterr()
     # The disabled node is refused at association: every file fails, exit status 1.
     code = send_main(["127.0.0.1", str(node.port), *map(str, files), "--aet", "TOWN2",
                       "--no-progress"])
