@@ -1,5 +1,5 @@
 """Key images of the CT nodule pipeline: axial lung-window slice with contour and caliper,
-a zoomed patch, and one coronal MIP overview with every finding marked."""
+a zoomed patch, and one coronal lung MIP overview with every finding marked."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 from countyread.domain import Volume
 from inference.ct_nodule.detector import Detection
+from inference.ct_nodule.lungs import LungMask
 from inference.ct_nodule.measure import NoduleMeasurements
 from inference.render import (
     LUNG_WINDOW,
@@ -16,7 +17,6 @@ from inference.render import (
     draw_contour,
     draw_line,
     draw_marks,
-    mip,
     resample_for_display,
     window,
 )
@@ -66,13 +66,30 @@ def zoom_image(volume: Volume, det: Detection, m: NoduleMeasurements, label: str
     return add_caption(big, [label])
 
 
-def coronal_overview(volume: Volume, dets: list[Detection], labels: list[str]) -> RGB:
-    """Coronal MIP (lung window) with a circle per finding; superior at the top."""
-    proj = mip(volume.array, axis=1)[::-1]  # (slice, column), flipped so the head is up
+def lung_mip(volume: Volume, lung: LungMask, chunk: int = 32) -> npt.NDArray[np.int16]:
+    """Coronal MIP of the lungs only (outside set to air): vessels and nodules stand out
+    instead of ribs and table. Built slab by slab so no full-size copy is made."""
+    sk, sj, si = lung.stride
+    rows = np.minimum(np.arange(volume.shape[1]) // sj, lung.mask.shape[1] - 1)
+    cols = np.minimum(np.arange(volume.shape[2]) // si, lung.mask.shape[2] - 1)
+    out = np.full((volume.shape[0], volume.shape[2]), -1024, dtype=np.int16)
+    for k0 in range(0, volume.shape[0], chunk):
+        k1 = min(volume.shape[0], k0 + chunk)
+        ks = np.minimum(np.arange(k0, k1) // sk, lung.mask.shape[0] - 1)
+        inside = lung.mask[np.ix_(ks, rows, cols)]
+        slab = np.where(inside, volume.array[k0:k1], np.int16(-1024))
+        out[k0:k1] = slab.max(axis=1)
+    return out
+
+
+def coronal_overview(
+    volume: Volume, lung: LungMask, dets: list[Detection], labels: list[str]
+) -> RGB:
+    """Coronal lung MIP (lung window) with a circle per finding; superior at the top."""
+    proj = lung_mip(volume, lung)[::-1]  # (slice, column), flipped so the head is up
     img = window(proj, *LUNG_WINDOW)
     dz, _, dx = volume.spacing
-    scale = 1.0
-    img = resample_for_display(img, dz, dx, scale)
+    img = resample_for_display(img, dz, dx, 1.0)
     sz = img.shape[0] / volume.shape[0]
     sx = img.shape[1] / volume.shape[2]
     pts, radii = [], []
@@ -81,4 +98,4 @@ def coronal_overview(volume: Volume, dets: list[Detection], labels: list[str]) -
         pts.append(((volume.shape[0] - 1 - k) * sz, i * sx))
         radii.append(max(d.mask.shape[2] * sx / 2.0, 8.0))
     img = draw_marks(img, pts, radii, labels)
-    return add_caption(img, ["Coronal MIP, lung window: AI findings"])
+    return add_caption(img, ["Coronal lung MIP, lung window: AI findings"])

@@ -29,6 +29,7 @@ from countyread.errors import NotAnalyzableError
 from countyread.settings import Settings
 from inference.ct_nodule.analysis import AssessedNodule, StageTimer, analyze_volume
 from inference.ct_nodule.keyimages import axial_image, coronal_overview, zoom_image
+from inference.ct_nodule.lungs import LungMask
 from inference.ct_nodule.rules import fleischner, is_urgent, study_category
 from inference.pipeline import PipelineOutput, StudyInput
 from inference.selection import SelectionRules, read_series_header, select_series
@@ -105,7 +106,7 @@ class CTNodulePipeline:
         ]
         nodules.sort(key=lambda n: -n.measurements.axes.mean_mm)
         t_img = time.perf_counter()
-        findings, images, arrays = self._outputs(volume, nodules)
+        findings, images, arrays = self._outputs(volume, analysis.lung, nodules)
         timer.timings.append(("key_images", round((time.perf_counter() - t_img) * 1000.0, 1)))
         cats = [n.category for n in nodules]
         study_cat = study_category(cats)
@@ -140,7 +141,7 @@ class CTNodulePipeline:
         return PipelineOutput(result, tuple(images), tuple(arrays))
 
     def _outputs(
-        self, volume: Volume, nodules: list[AssessedNodule]
+        self, volume: Volume, lung: LungMask, nodules: list[AssessedNodule]
     ) -> tuple[list[Finding], list[tuple[str, Any]], list[tuple[str, Any]]]:
         findings: list[Finding] = []
         images: list[tuple[str, Any]] = []
@@ -164,7 +165,7 @@ class CTNodulePipeline:
         images.append(
             (
                 "overview_coronal_mip",
-                coronal_overview(volume, [n.detection for n in nodules], labels),
+                coronal_overview(volume, lung, [n.detection for n in nodules], labels),
             )
         )
         return findings, images, arrays
