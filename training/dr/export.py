@@ -121,10 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=Path("var/training/dr_nodule/model.pt"))
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--reproduce", default="", help="command recorded in the card")
+    parser.add_argument("--base-config", type=Path, default=None, help="stage-1 config")
+    parser.add_argument("--notes", default="", help="extra training notes for the card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(2)
     cfg = TrainConfig.load(args.config)
+    base_seeds: range = range(0)
+    if args.base_config is not None:  # stage 1 of a two-stage run: its seeds count too
+        base_seeds = range(*TrainConfig.load(args.base_config).train_seeds)
     out = args.models_dir / cfg.name / cfg.version
     out.mkdir(parents=True, exist_ok=True)
     net = load_net(args.checkpoint)
@@ -181,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         classes=["nodule"],
         training_data=TrainingData(
             source="phantom (training/dr/synth.py analytic chest radiographs)",
-            seeds=list(range(*cfg.train_seeds)),
+            seeds=sorted(set(range(*cfg.train_seeds)) | set(base_seeds)),
             held_out_seeds=list(range(*cfg.held_out_seeds)),
             config=str(args.config),
             notes=(
@@ -195,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if cfg.drr_fraction
                     else ""
                 )
+                + (f"; {args.notes}" if args.notes else "")
                 + "; metrics as NODE21 counts (hit at IoU > 0.2, sensitivity at FP/image), "
                 "ge10mm_* for nodules >= 10 mm"
             ),

@@ -53,6 +53,10 @@ class TrainConfig:
     drr_train_seeds: tuple[int, int] = (0, 0)
     drr_held_out_seeds: tuple[int, int] = (0, 0)
     drr_fraction: float = 0.0  # share of each batch drawn from the DRR pool
+    # Fresh phantoms drawn in a helper process while the network trains (no repeats: a
+    # small pool is memorised within a few epochs). Seeds count up from ``fresh_seed0``.
+    fresh_fraction: float = 0.0
+    fresh_seed0: int = 1_000_000
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -116,21 +120,51 @@ def flip(s: Sample) -> Sample:
     return Sample(np.ascontiguousarray(s.image[:, ::-1]), nodules)
 
 
+class FreshSamples:
+    """Phantoms made ahead in one worker process, ``depth`` requests in flight."""
+
+    def __init__(self, seed0: int, depth: int = 48) -> None:
+        import multiprocessing
+
+        self._pool = multiprocessing.get_context("fork").Pool(1)
+        self._next = seed0
+        self._pending: list[Any] = []
+        for _ in range(depth):
+            self._submit()
+
+    def _submit(self) -> None:
+        self._pending.append(self._pool.apply_async(synth_sample, (self._next,)))
+        self._next += 1
+
+    def take(self) -> Sample:
+        sample: Sample = self._pending.pop(0).get()
+        self._submit()
+        return sample
+
+    def close(self) -> None:
+        self._pool.terminate()
+
+
 def batch(
     pool: list[Sample],
     idx: np.ndarray,
     rng: np.random.Generator,
     drr: list[Sample] | None = None,
     drr_fraction: float = 0.0,
+    fresh: FreshSamples | None = None,
+    fresh_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, ...]:
     xs, hs, ds, ws = [], [], [], []
     for i in idx:
-        if drr and rng.random() < drr_fraction:
+        u = rng.random()
+        if drr and u < drr_fraction:
             s = drr[int(rng.integers(len(drr)))]
-            if rng.random() < 0.5:
-                s = flip(s)
+        elif fresh is not None and u < drr_fraction + fresh_fraction:
+            s = fresh.take()
         else:
             s = pool[int(i)]
+        if rng.random() < 0.5:
+            s = flip(s)
         h, d, w = targets(s)
         xs.append(augment(s.image, rng))
         hs.append(h)
@@ -162,6 +196,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
         net.load_state_dict(torch.load(cfg.init, weights_only=False)["model"])
         logger.info("initialised", extra={"from": cfg.init})
     pool = build_pool(cfg, out)
+    fresh = FreshSamples(cfg.fresh_seed0 + step * cfg.batch_size) if cfg.fresh_fraction else None
     drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds)) if cfg.drr_fraction else []
     if cfg.drr_fraction:
         logger.info("DRR pool", extra={"images": len(drr)})
@@ -174,7 +209,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
         # a small DRR pool gets a smaller share, so a handful of images is not overfitted
         share = cfg.drr_fraction * min(1.0, len(drr) / DRR_FULL_SHARE_AT)
         idx = rng.integers(0, len(pool), cfg.batch_size)
-        x, h, d, w = batch(pool, idx, rng, drr, share)
+        x, h, d, w = batch(pool, idx, rng, drr, share, fresh, cfg.fresh_fraction)
         heat_logits, log_d = net.logits(x)
         l_heat = focal_loss(heat_logits, h)
         l_size = (w * (log_d - d).abs()).sum() / w.sum().clamp(min=1.0)
@@ -193,6 +228,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
             logger.warning("stopped at the time limit", extra={"step": step})
             break
     bar.close()
+    if fresh is not None:
+        fresh.close()
     final = out / "model.pt"
     torch.save({"model": net.state_dict(), "width": cfg.width, "step": step}, final)
     return final
