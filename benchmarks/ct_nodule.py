@@ -18,10 +18,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-CASES = {
-    "ct300": {"slice_thickness_mm": 1.0, "coverage_mm": 300.0},
-    "ct600": {"slice_thickness_mm": 0.625, "coverage_mm": 375.0},
-}
+#: name -> (slice thickness mm, z coverage mm)
+CASES = {"ct300": (1.0, 300.0), "ct600": (0.625, 375.0)}
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "var" / "bench"
 
@@ -33,9 +31,15 @@ def prepare(name: str) -> Path:
     out = BENCH_DIR / name
     if (out / "done").exists():
         return out
+    thickness, coverage = CASES[name]
     cfg = ChestCTConfig(
-        matrix=512, pixel_spacing_mm=0.7, n_nodules=5, nodule_size_mm=(5.0, 25.0), **CASES[name]
-    )  # type: ignore[arg-type]
+        matrix=512,
+        pixel_spacing_mm=0.7,
+        slice_thickness_mm=thickness,
+        coverage_mm=coverage,
+        n_nodules=5,
+        nodule_size_mm=(5.0, 25.0),
+    )
     phantom = make_chest_ct(77, cfg)
     write_dicom(phantom, out)
     (out / "done").write_text("ok")

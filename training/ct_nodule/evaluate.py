@@ -46,7 +46,7 @@ def truth_category(t: NoduleTruth) -> str:
         type=NoduleType(t.kind),
         mean_diameter_mm=t.mean_diameter_mm,
         solid_part_mm=t.solid_part_mm or 0.0,
-        juxtapleural_or_perifissural=t.location == "juxtapleural",
+        juxtapleural_or_perifissural=t.location in ("juxtapleural", "perifissural"),
         smooth_margin=t.shape == "round",
         spiculated=t.shape == "spiculated",
     )
@@ -76,7 +76,7 @@ def evaluate_phantoms(
         found = []
         for n in analysis.nodules:
             c = ph.volume.index_to_lps(n.detection.center_kji)
-            found.append((tuple(float(v) for v in c), n))
+            found.append(((float(c[0]), float(c[1]), float(c[2])), n))
         dets[sid] = [Detection(c, n.detection.probability) for c, n in found]
         for t in ph.nodules:
             hits = [
