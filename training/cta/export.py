@@ -109,10 +109,17 @@ def export(config_path: Path) -> ModelCard:
                 f"(HU - {HU_CENTER:g}) / {HU_SCALE:g}",
             )
         ],
-        outputs=["logits (vessel lumen where > 0)"],
+        outputs=["logits (lumen where sigmoid(logit) > operating_threshold)"],
         classes=["vessel_lumen"],
         training_data=TrainingData(
-            source="phantom (training.cta.synth, arterial phase)",
+            source=(
+                "phantom: training.cta.synth (arterial)"
+                + (
+                    " + training.phantoms.cta (cached project phantoms)"
+                    if cfg.get("project_cases")
+                    else ""
+                )
+            ),
             seeds=list(range(*cfg["train_seeds"])),
             held_out_seeds=list(range(*cfg["held_out_seeds"])),
             config=str(config_path),
