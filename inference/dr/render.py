@@ -2,16 +2,15 @@
 English, as RGB uint8 (the worker saves it as PNG; the results builder wraps it in a
 Secondary Capture for old township consoles).
 
-Text uses an installed CJK font (Noto Sans CJK); without one, the labels fall back to
-English only so that no tofu boxes reach a radiologist.
+Text uses the shared font choice of ``inference.render`` (Noto Sans CJK when installed);
+without a CJK font the labels fall back to English only, so no tofu boxes reach a
+radiologist.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,33 +18,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 from inference.dr.findings import Mark
 from inference.dr.image import Radiograph
+from inference.render import get_font, has_cjk_font
 
 logger = logging.getLogger(__name__)
 
-_FONT_CANDIDATES = (
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc"),
-    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
-    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
-)
-_SC_INDEX = 2  # Simplified Chinese face inside Noto Sans CJK .ttc collections
 MAX_SIDE = 1024
 _RED = (255, 64, 64)
 _AMBER = (255, 190, 0)
 
 
-@functools.lru_cache(maxsize=4)
 def _font(size: int) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, bool]:
-    """(font, has CJK glyphs)."""
-    for path in _FONT_CANDIDATES:
-        if path.is_file():
-            try:
-                index = _SC_INDEX if "Noto" in path.name else 0
-                return ImageFont.truetype(str(path), size, index=index), True
-            except OSError:
-                continue
-    logger.warning("no CJK font found: key image labels in English only")
-    return ImageFont.load_default(), False
+    """(font, has CJK glyphs), from the shared render helpers."""
+    font = get_font(size)
+    return font, has_cjk_font(font)
 
 
 def key_image(
@@ -69,8 +54,9 @@ def key_image(
     canvas = Image.new("RGB", (img.width, img.height + band), (0, 0, 0))
     canvas.paste(img.convert("RGB"), (0, band))
     draw = ImageDraw.Draw(canvas)
-    font, cjk = _font(max(12, band // 2 - 2))
-    small, _ = _font(max(11, band // 3))
+    # sized to the width too, so the bilingual headline fits on small films
+    font, cjk = _font(max(10, min(band // 2 - 2, img.width // 40)))
+    small, _ = _font(max(9, min(band // 3, img.width // 48)))
     f = radiograph.factor
     for i, m in enumerate(sorted(marks, key=lambda m: -m.score), start=1):
         if m.score < operating:
