@@ -21,6 +21,9 @@ pytestmark = pytest.mark.slow
 SEEDS = range(500000, 500008)
 
 
+# Known shortfall: dr_nodule 1.1.0 found 1/10 at 0.12 FP/image here (domain gap between
+# the analytic training phantoms and CT projections). strict: an XPASS fails.
+@pytest.mark.xfail(strict=True, reason="dr_nodule 1.1.0 on CT-projection DRRs: 1/10 found")
 def test_drr_nodules_of_10_mm_and_more(tmp_path: Path) -> None:
     from training.phantoms.dicom_writer import write_dicom
     from training.phantoms.dr import ChestDRConfig, make_chest_dr
