@@ -7,6 +7,8 @@ paths are selected automatically on a CUDA machine and unit-tested here without 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import threading
@@ -56,6 +58,37 @@ def choose_providers(requested: str, enable_tensorrt: bool, available: list[str]
         if CPU not in chosen:
             chosen.append(CPU)
     return chosen
+
+
+@functools.cache
+def nvidia_driver_present() -> bool:
+    """True when the NVIDIA driver library loads, i.e. a CUDA device can exist here.
+
+    onnxruntime-gpu advertises CUDA and TensorRT on every machine; asking for them where
+    no driver is installed makes onnxruntime log a loud load error and fall back to CPU.
+    Checking for ``libcuda.so.1`` first keeps CPU-only boxes quiet and starts them on
+    the CPU plan directly.
+    """
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def usable_providers() -> list[str]:
+    """The providers this build offers, less the GPU ones when no driver is present."""
+    available = list(ort.get_available_providers())
+    if not nvidia_driver_present():
+        dropped = [p for p in available if p in (CUDA, TENSORRT)]
+        available = [p for p in available if p not in (CUDA, TENSORRT)]
+        if dropped:
+            with _log_lock:
+                if "no-driver" not in _logged_once:
+                    _logged_once.add("no-driver")
+                    logger.info("no NVIDIA driver found: running models on the CPU",
+                                extra={"not_used": ",".join(dropped)})
+    return available
 
 
 def thread_count(configured: int) -> int:
@@ -158,7 +191,7 @@ def create_session(artifact: ModelArtifact, settings: Settings) -> ModelSession:
     """
     threads = thread_count(settings.intra_op_threads)
     providers = choose_providers(
-        settings.providers, settings.enable_tensorrt, ort.get_available_providers()
+        settings.providers, settings.enable_tensorrt, usable_providers()
     )
     plan = plan_session(artifact.fp16_path is not None, providers, threads)
     session = ModelSession(artifact, plan)

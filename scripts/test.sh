@@ -22,4 +22,4 @@ fi
 python3 -m pip install -q --disable-pip-version-check "torch==2.13.0"
 python3 -m pip install -q --disable-pip-version-check -e ".[dev,training]"
 
-python3 -m pytest -m "not slow" "$@"
+python3 -m pytest -m "not slow and not gpu" "$@"

@@ -146,6 +146,21 @@ def test_auto_falls_back_to_cpu_without_a_device(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["y"], 6.0)
 
 
+def test_gpu_providers_only_where_a_driver_is(tmp_path: Path) -> None:
+    from models.runtime import nvidia_driver_present, usable_providers
+
+    _write_model(tmp_path)
+    artifact = ModelRegistry(tmp_path).load("toy@1.0.0")
+    session = create_session(artifact, Settings(providers="auto", intra_op_threads=1))
+    if nvidia_driver_present():
+        assert session.plan.providers[0] in (CUDA, TENSORRT)
+    else:
+        # Straight to the CPU plan: no failed CUDA load first, fp32 file, no binding.
+        assert CUDA not in usable_providers() and TENSORRT not in usable_providers()
+        assert session.plan.providers == (CPU,)
+        assert session.plan.model_file == "model.onnx" and not session.plan.use_io_binding
+
+
 @pytest.mark.gpu
 def test_cuda_session_uses_fp16_and_io_binding() -> None:
     """On a CUDA machine the shipped CT model runs fp16 with device IO binding."""
