@@ -97,11 +97,12 @@ def analyze_volume(
     calcium_hu = max(inten.lumen_hu + 200.0, 600.0)
     plaque_mask = ndimage.binary_dilation(calcified_plaques(hu, seg.vessels, calcium_hu))
     gate, plaque = _lookup(grid, gate_mask), _lookup(grid, plaque_mask)
+    inside = _lookup(grid, seg.vessels & ~plaque_mask)
     profiles: dict[str, Profile] = {}
     for name, v in naming.vessels.items():
         nodes = list(v.nodes)
         hint = float(np.median(sk.radius[nodes]))
-        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque)
+        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque, inside)
     tm.lap("radius_profiles")
     calls: dict[str, StenosisCall] = {}
     first: dict[str, StenosisCall | None] = {

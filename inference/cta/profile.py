@@ -94,9 +94,13 @@ def measure(
     inten: Intensities,
     gate: Callable[[F64], npt.NDArray[np.bool_]] | None = None,
     plaque: Callable[[F64], npt.NDArray[np.bool_]] | None = None,
+    lumen: Callable[[F64], npt.NDArray[np.bool_]] | None = None,
 ) -> Profile:
     """``gate(lps) -> bool`` limits each section to the segmented vessel (grown a little),
-    which keeps touching bone out of the area; ``plaque(lps)`` marks calcified plaque."""
+    which keeps touching bone out of the area; ``plaque(lps)`` marks calcified plaque;
+    ``lumen(lps)`` is the segmented lumen itself: a sample there brighter than calcium
+    is lumen lifted by blur from bone it runs against (a vertebral artery in its
+    foramen), so it counts as full lumen instead of as calcium."""
     q, t, arc = smooth_path(path_lps)
     u, w = plane_basis(t)
     reach = float(np.clip(1.6 * radius_hint_mm + 2.5, 3.5, 9.0))
@@ -113,7 +117,12 @@ def measure(
     calcium_hu = max(inten.lumen_hu + CALCIUM_MARGIN_HU, 600.0)
     # negative fractions are kept: clipping them would turn tissue noise into area
     frac = np.clip((vals - inten.tissue_hu) / span, -0.5, 1.2)
-    frac[vals > calcium_hu] = 0.0
+    over = vals > calcium_hu
+    if lumen is not None:
+        inside = lumen(pts)
+        frac[over & inside] = 1.0
+        over &= ~inside
+    frac[over] = 0.0
     near = (gu**2 + gw**2) <= 1.5**2
     # the centre tube is always allowed: a bridged gap (lumen below one work voxel) has
     # no segmented voxels for the gate to admit

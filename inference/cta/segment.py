@@ -22,6 +22,20 @@ TILE = 64
 MARGIN = 8
 MIN_COMPONENT_MM3 = 60.0
 BONE_HU = 200.0
+#: Refinement (:func:`refine`): the growth threshold sits this far from tissue to lumen,
+#: i.e. half-way (the partial-volume edge of a lumen); cortical bone is anything this
+#: far above the lumen (and never below CORTEX_MIN_HU), and the growth keeps out of a
+#: 1.5 voxel shell round it, where blur lifts soft tissue into the contrast range.
+GROW_FRACTION = 0.5
+CORTEX_ABOVE_LUMEN_HU = 200.0
+CORTEX_MIN_HU = 600.0
+#: Grown pieces thicker than this (inscribed radius, voxels) are marrow, thyroid or a
+#: venous sinus, not a head/neck artery (ICA / VA / BA radii are 1-3.5 mm).
+MAX_GROWN_RADIUS_VOX = 4.0
+#: Inside the bone shell the HU alone cannot tell lumen from blurred cortex, so there
+#: the growth also needs some network evidence: a logit above this (p ~ 0.05).
+SHELL_MIN_LOGIT = -3.0
+SKIPPED_LOGIT = -30.0
 
 
 def logit_of(probability: float) -> float:
@@ -40,6 +54,7 @@ class Segmentation:
     bone: BOOL  # bone (and calcium) not part of the lumen, for bone-removed renders
     tiles_run: int
     tiles_total: int
+    grown_voxels: int = 0  # lumen voxels added by :func:`refine`
 
 
 def normalise(hu: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -51,19 +66,20 @@ def _starts(n: int, core: int) -> list[int]:
     return list(range(0, max(n - MARGIN, 1), core))
 
 
-def predict_tiled(
-    hu: npt.NDArray[np.float32], predict: Predict, logit_threshold: float = 0.0
-) -> tuple[BOOL, int, int]:
+def predict_logits(
+    hu: npt.NDArray[np.float32], predict: Predict
+) -> tuple[npt.NDArray[np.float16], int, int]:
     """Run the network on overlapping tiles that contain candidate (bright) voxels.
 
     Each tile keeps only its core (a MARGIN of context each side is discarded), so
     seams carry no border artefacts; tiles with no voxel above CANDIDATE_HU cannot hold
-    a contrast-filled lumen and are not run at all (most of the head and neck).
+    a contrast-filled lumen and are not run at all (most of the head and neck); their
+    logits read SKIPPED_LOGIT. float16 halves the memory of a full-size volume.
     """
     shape = hu.shape
     core = TILE - 2 * MARGIN
     bright = hu > CANDIDATE_HU
-    out = np.zeros(shape, dtype=bool)
+    out = np.full(shape, SKIPPED_LOGIT, dtype=np.float16)
     padded = np.pad(hu, MARGIN, mode="edge")
     run = total = 0
     for k in _starts(shape[0], core):
@@ -83,8 +99,16 @@ def predict_tiled(
                 logits = predict(normalise(tile)[None, None])[0, 0]
                 dk, dj, di = ck.stop - ck.start, cj.stop - cj.start, ci.stop - ci.start
                 sub = logits[MARGIN : MARGIN + dk, MARGIN : MARGIN + dj, MARGIN : MARGIN + di]
-                out[ck, cj, ci] = sub > logit_threshold
+                out[ck, cj, ci] = np.clip(sub, -60000, 60000)
     return out, run, total
+
+
+def predict_tiled(
+    hu: npt.NDArray[np.float32], predict: Predict, logit_threshold: float = 0.0
+) -> tuple[BOOL, int, int]:
+    """The network's own mask: tiled logits above the operating threshold."""
+    logits, run, total = predict_logits(hu, predict)
+    return np.asarray(logits > logit_threshold), run, total
 
 
 def clean_vessels(mask: BOOL, voxel_mm3: float) -> BOOL:
@@ -107,6 +131,71 @@ def clean_vessels(mask: BOOL, voxel_mm3: float) -> BOOL:
     return np.asarray(keep[labels])
 
 
+def _tissue_hu(hu: npt.NDArray[np.float32]) -> float:
+    sub = hu[::4, ::4, ::4]
+    soft = sub[(sub > -100) & (sub < 150)]
+    return float(np.median(soft)) if soft.size else 40.0
+
+
+def refine(
+    hu: npt.NDArray[np.float32], vessels: BOOL, weak: BOOL | None = None
+) -> tuple[BOOL, int]:
+    """Grow the network's lumen into connected contrast-filled voxels it missed.
+
+    The network loses lumen next to bone (transverse foramina, carotid canal, skull
+    base) and thin intracranial arteries. A lumen is what this series' contrast makes
+    bright, so the lumen HU is measured on the network's confident core (its mask
+    eroded by one voxel) and the mask grows (hysteresis: seeds = the network's mask)
+    into connected voxels above half-way between tissue and lumen. Three guards keep
+    the growth in arteries: it stops below cortical bone (> lumen + 200 HU) and a
+    1.5 voxel shell round it (blur lifts that shell into the contrast range); marrow,
+    thyroid and other blobs are refused by thickness (inscribed radius above
+    MAX_GROWN_RADIUS_VOX); and calcium (above the cortex threshold) is never lumen.
+    Inside the shell a voxel may join only where ``weak`` (weak network evidence,
+    logit > SHELL_MIN_LOGIT) holds: a vertebral artery in its foramen runs within
+    1-2 mm of the cortex ring for the whole cervical spine.
+    Veins in the arterial phase (60-140 HU) stay below the growth threshold.
+    """
+    core = ndimage.binary_erosion(vessels)
+    if core.sum() < 50:
+        return vessels, 0
+    lumen = float(np.median(hu[core]))
+    tissue = _tissue_hu(hu)
+    if lumen - tissue < 150.0:  # no arterial contrast: nothing to grow into
+        return vessels, 0
+    low = tissue + GROW_FRACTION * (lumen - tissue)
+    cortex = hu > max(lumen + CORTEX_ABOVE_LUMEN_HU, CORTEX_MIN_HU)
+    shell = ndimage.binary_dilation(cortex, structure=ndimage.generate_binary_structure(3, 2))
+    allowed = ~shell if weak is None else ~shell | weak
+    candidate = (hu > low) & allowed
+    candidate |= vessels
+    full = np.ones((3, 3, 3), dtype=bool)
+    labels, n_labels = ndimage.label(candidate, structure=full)
+    attached = np.zeros(n_labels + 1, dtype=bool)
+    attached[np.unique(labels[vessels])] = True
+    attached[0] = False
+    grown = attached[labels]
+    added = grown & ~vessels
+    del labels, candidate, shell
+    box = ndimage.find_objects(added.astype(np.uint8))
+    if not box or box[0] is None:
+        return vessels, 0
+    sub = added[box[0]]
+    pieces, n = ndimage.label(sub, structure=full)
+    depth = ndimage.distance_transform_edt(sub)
+    thick = np.asarray(ndimage.maximum(depth, pieces, index=np.arange(n + 1)))
+    keep = thick <= MAX_GROWN_RADIUS_VOX
+    keep[0] = False
+    out = vessels.copy()
+    out[box[0]] |= keep[pieces]
+    gained = int(out.sum() - vessels.sum())
+    logger.debug(
+        "lumen refinement",
+        extra={"lumen_hu": round(lumen), "threshold_hu": round(low), "grown_voxels": gained},
+    )
+    return out, gained
+
+
 def separate_bone(hu: npt.NDArray[np.float32], vessels: BOOL) -> BOOL:
     """Bone = bright voxels that are not lumen, grown by one voxel but never into lumen.
 
@@ -121,12 +210,23 @@ def separate_bone(hu: npt.NDArray[np.float32], vessels: BOOL) -> BOOL:
 
 
 def segment(
-    hu: npt.NDArray[np.float32], predict: Predict, voxel_mm3: float, logit_threshold: float = 0.0
+    hu: npt.NDArray[np.float32],
+    predict: Predict,
+    voxel_mm3: float,
+    logit_threshold: float = 0.0,
+    do_refine: bool = True,
 ) -> Segmentation:
-    """Vessel lumen mask; ``bone`` is left empty for :func:`separate_bone` (timed apart)."""
-    raw, run, total = predict_tiled(hu, predict, logit_threshold)
-    vessels = clean_vessels(raw, voxel_mm3)
-    return Segmentation(vessels, np.zeros(0, dtype=bool), run, total)
+    """Vessel lumen mask; ``bone`` is left empty for :func:`separate_bone` (timed apart).
+
+    ``refine`` grows the network's mask (:func:`refine`); off only to measure the
+    network alone.
+    """
+    logits, run, total = predict_logits(hu, predict)
+    vessels = clean_vessels(np.asarray(logits > logit_threshold), voxel_mm3)
+    grown = 0
+    if do_refine:
+        vessels, grown = refine(hu, vessels, np.asarray(logits > SHELL_MIN_LOGIT))
+    return Segmentation(vessels, np.zeros(0, dtype=bool), run, total, grown)
 
 
 def calcified_plaques(hu: npt.NDArray[np.float32], vessels: BOOL, calcium_hu: float) -> BOOL:

@@ -187,3 +187,42 @@ def test_stretched_cpr_rows_follow_the_centreline() -> None:
         < cpr[normal_row, centre - 12 : centre + 13, 0].sum()
     )
     assert abs(prof.points[call.index, 2] - 30.0) < 1.5
+
+
+def _bone_adjacent_tube() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 1 mm grid: an artery (350 HU, r 2) along z through a cortical ring (1200 HU)
+    1 mm from its wall, a marrow block (330 HU) in a cortex shell touching the ring,
+    and a thyroid-like blob (300 HU, r 7) touching the artery below the ring."""
+    k, j, i = np.mgrid[0:60, 0:48, 0:48].astype(np.float32)
+    rng = np.random.default_rng(3)
+    hu = np.full(k.shape, 40.0, np.float32) + rng.normal(0, 5, k.shape).astype(np.float32)
+    r = np.hypot(j - 16, i - 16)
+    artery = r <= 2.0
+    hu[artery] = 350.0
+    ring = (r >= 3.0) & (r <= 6.0) & (k >= 20) & (k < 40)
+    hu[ring] = 1200.0
+    block = (np.abs(j - 16) <= 10) & (i >= 22) & (i <= 42) & (k >= 20) & (k < 40)
+    marrow = (np.abs(j - 16) <= 8) & (i >= 24) & (i <= 40) & (k >= 22) & (k < 38)
+    hu[block & ~ring] = 1200.0
+    hu[marrow] = 330.0
+    blob = np.hypot(np.hypot(j - 16, i - 25), k - 8) <= 7.0
+    hu[blob & ~artery] = 300.0
+    hu = ndimage.gaussian_filter(hu, 0.8)
+    return hu, artery, marrow | block | ring, blob & ~artery
+
+
+def test_refinement_grows_lumen_past_bone_but_not_into_it() -> None:
+    from inference.cta.segment import refine
+
+    hu, artery, bone, blob = _bone_adjacent_tube()
+    # the network kept the artery only away from bone (as it does at the foramina)
+    seed = artery & ((np.arange(60) < 14) | (np.arange(60) > 46))[:, None, None]
+    weak = artery.copy()  # weak network evidence along the lumen
+    out, gained = refine(hu.astype(np.float32), seed, weak)
+    assert gained > 0
+    assert out[artery].mean() > 0.9  # the lumen through the ring is recovered
+    assert not (out & bone).any()  # never cortex or marrow
+    assert (out & blob).sum() < 0.05 * blob.sum()  # a thick blob is not an artery
+    # without network evidence the growth keeps out of the 1.5 voxel shell round cortex
+    out2, _ = refine(hu.astype(np.float32), seed, None)
+    assert out2[artery].mean() < out[artery].mean()  # the lumen rim by the ring needs evidence
