@@ -20,7 +20,6 @@ the same way. Documented outcomes for broken geometry (each is a note on the res
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ _GAP_LIMIT_STEPS = 3.0
 _GAP_LIMIT_MM = 10.0
 _UNEVEN_TOLERANCE = 0.10
 _MAX_TILT_DEG = 30.0
+_ORIENTATION_TOL = 2e-3  # direction cosines; ~0.1 deg
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,24 +149,33 @@ def read_headers(paths: tuple[Path, ...] | list[Path]) -> tuple[list[SliceHeader
     return headers, (float(np.median(thickness)) if thickness else None)
 
 
-def _consistent_group(headers: list[SliceHeader], notes: list[str]) -> list[SliceHeader]:
-    def key(h: SliceHeader) -> tuple[Any, ...]:
-        return (
-            tuple(round(v, 3) for v in h.orientation),
-            h.shape,
-            tuple(round(s, 4) for s in h.spacing),
-        )
+def _same_frame_geometry(a: SliceHeader, b: SliceHeader) -> bool:
+    """Same matrix, spacing and orientation up to the rounding scanners write (DS values
+    carry 16 characters at most, PS3.5 6.2: 0.99999/0.00436 and 1/0.0044 are one plane)."""
+    if a.shape != b.shape:
+        return False
+    if not np.allclose(a.spacing, b.spacing, rtol=1e-3, atol=1e-4):
+        return False
+    return bool(np.abs(np.subtract(a.orientation, b.orientation)).max() < _ORIENTATION_TOL)
 
-    counts = Counter(key(h) for h in headers)
-    best, n_best = counts.most_common(1)[0]
-    others = len(headers) - n_best
+
+def _consistent_group(headers: list[SliceHeader], notes: list[str]) -> list[SliceHeader]:
+    groups: list[list[SliceHeader]] = []
+    for h in headers:
+        home = next((g for g in groups if _same_frame_geometry(g[0], h)), None)
+        if home is None:
+            groups.append([h])
+        else:
+            home.append(h)
+    best = max(groups, key=len)
+    others = len(headers) - len(best)
     if others:
         if others > 0.1 * len(headers):
             raise NotAnalyzableError(
-                f"mixed orientations or matrix sizes in one series ({len(counts)} groups)"
+                f"mixed orientations or matrix sizes in one series ({len(groups)} groups)"
             )
         notes.append(f"{others} instance(s) of another orientation/matrix dropped (localiser?)")
-    return [h for h in headers if key(h) == best]
+    return best
 
 
 def plan_geometry(
