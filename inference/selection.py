@@ -44,6 +44,17 @@ class SeriesHeader:
         normal = np.cross(self.orientation[:3], self.orientation[3:])
         return bool(abs(normal[2]) > 0.9)  # within ~25 deg of the patient z axis
 
+    @property
+    def tilt_deg(self) -> float | None:
+        """Angle between the image plane and the axial plane (gantry tilt, reformats)."""
+        if self.orientation is None or len(self.orientation) != 6:
+            return None
+        normal = np.cross(self.orientation[:3], self.orientation[3:])
+        norm = float(np.linalg.norm(normal))
+        if norm == 0.0:
+            return None
+        return float(np.degrees(np.arccos(min(1.0, abs(float(normal[2])) / norm))))
+
 
 @dataclass(frozen=True, slots=True)
 class SelectionRules:
@@ -81,15 +92,27 @@ class SeriesChoice:
         return text
 
 
+def _sample_paths(paths: tuple[Path, ...]) -> list[Path]:
+    """Middle, first and last instance, then the next few: a localiser sent inside the
+    series (often Instance Number 1) must not stand for the whole series."""
+    picks = [paths[len(paths) // 2], paths[0], paths[-1], *paths[1:5]] if paths else []
+    return list(dict.fromkeys(picks))
+
+
 def read_series_header(series_uid: str, paths: tuple[Path, ...]) -> SeriesHeader:
-    """Summarise a series from its first readable instance (no pixel data)."""
+    """Summarise a series from a representative readable instance (no pixel data)."""
     ds = None
-    for path in paths[:5]:
+    for path in _sample_paths(paths):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            break
-        except Exception:  # a corrupt first file must not hide the rest of the series
+            candidate = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # a corrupt file must not hide the rest of the series
             continue
+        if ds is None:
+            ds = candidate
+        image_type = {str(v).upper() for v in (candidate.get("ImageType") or ())}
+        if not _LOCALIZER_TYPES & image_type:
+            ds = candidate
+            break
     if ds is None:
         return SeriesHeader(series_uid, paths, "", (), None, None, "", "", "", "", len(paths))
     orientation = ds.get("ImageOrientationPatient")
@@ -130,7 +153,8 @@ def rejection_reason(h: SeriesHeader, rules: SelectionRules) -> str | None:
     if rules.require_original and h.image_type and h.image_type[0] != "ORIGINAL":
         return f"image type {h.image_type[0]} (not ORIGINAL)"
     if rules.require_axial and not h.is_axial:
-        return "not axial"
+        return f"not axial ({h.tilt_deg:.0f} deg from the axial plane)" if h.tilt_deg else (
+            "not axial")
     if h.n_instances < rules.min_instances:
         return f"only {h.n_instances} images"
     if h.slice_thickness is not None and h.slice_thickness > rules.max_thickness_mm:
