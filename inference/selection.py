@@ -153,8 +153,10 @@ def rejection_reason(h: SeriesHeader, rules: SelectionRules) -> str | None:
     if rules.require_original and h.image_type and h.image_type[0] != "ORIGINAL":
         return f"image type {h.image_type[0]} (not ORIGINAL)"
     if rules.require_axial and not h.is_axial:
-        return f"not axial ({h.tilt_deg:.0f} deg from the axial plane)" if h.tilt_deg else (
-            "not axial")
+        tilt = h.tilt_deg
+        if tilt is not None and tilt < 60.0:  # an oblique (gantry-tilted) axial, not a reformat
+            return f"not axial: plane tilted {tilt:.0f} deg (gantry tilt)"
+        return "not axial"
     if h.n_instances < rules.min_instances:
         return f"only {h.n_instances} images"
     if h.slice_thickness is not None and h.slice_thickness > rules.max_thickness_mm:

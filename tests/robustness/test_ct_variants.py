@@ -227,7 +227,7 @@ def test_gantry_tilt_corrected(series: list[Dataset], site: Site) -> None:
 
 def test_gantry_tilt_refused_beyond_limit(series: list[Dataset], site: Site) -> None:
     """Selection takes planes within ~25 deg of axial; steeper ones are refused by angle."""
-    assert_refused(site.run(_tilt(series, 35.0)), "not axial (35 deg from the axial plane)")
+    assert_refused(site.run(_tilt(series, 35.0)), "not axial: plane tilted 35 deg (gantry tilt)")
 
 
 # -- 6. missing slices, localiser inside the series -------------------------------------
