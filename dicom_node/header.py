@@ -75,12 +75,15 @@ def _raw(ds: Dataset, tag: int) -> Any:
     return getattr(elem, "value", None)
 
 
-def _ascii(ds: Dataset, tag: int) -> str | None:
+def _ascii(ds: Dataset, tag: int, limit: int | None = None) -> str | None:
+    """ASCII text clipped to ``limit``: the index column width (PS3.5 6.2 caps the VRs, but
+    scanners overrun them and the file keeps the full value anyway). UIDs are never
+    clipped: a long one must fail validation, not be shortened into a different UID."""
     value = _raw(ds, tag)
     if value is None:
         return None
     text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else str(value)
-    text = text.strip("\x00 ")
+    text = text.strip("\x00 ")[:limit].rstrip(" ")
     return text or None
 
 
@@ -105,13 +108,15 @@ def _int(ds: Dataset, tag: int, what: str, *, us_fmt: str | None = None) -> int 
         ) from None
 
 
-def _text(ds: Dataset, tag: int, charsets: list[str], *, pn: bool = False) -> str | None:
+def _text(
+    ds: Dataset, tag: int, charsets: list[str], *, pn: bool = False, limit: int | None = None
+) -> str | None:
     value = _raw(ds, tag)
     if value is None:
         return None
     text = (decode_text(value, charsets, person_name=pn) if isinstance(value, bytes)
             else str(value))
-    return text.strip() or None
+    return text.strip()[:limit].rstrip() or None
 
 
 def parse(data: bytes, transfer_syntax: str) -> Dataset:
@@ -229,14 +234,14 @@ def read_header(
     _check_pixels(ds, transfer_syntax)
     charsets = parse_charsets(_raw(ds, 0x00080005))
     study = StudyFields(
-        patient_name=_text(ds, 0x00100010, charsets, pn=True),
-        patient_id=_text(ds, 0x00100020, charsets),
-        patient_birth_date=_ascii(ds, 0x00100030),
-        patient_sex=_ascii(ds, 0x00100040),
-        accession_number=_text(ds, 0x00080050, charsets),
-        study_date=_ascii(ds, 0x00080020),
-        study_time=_ascii(ds, 0x00080030),
-        study_description=_text(ds, 0x00081030, charsets),
+        patient_name=_text(ds, 0x00100010, charsets, pn=True, limit=256),
+        patient_id=_text(ds, 0x00100020, charsets, limit=64),
+        patient_birth_date=_ascii(ds, 0x00100030, limit=8),
+        patient_sex=_ascii(ds, 0x00100040, limit=16),
+        accession_number=_text(ds, 0x00080050, charsets, limit=64),
+        study_date=_ascii(ds, 0x00080020, limit=8),
+        study_time=_ascii(ds, 0x00080030, limit=16),
+        study_description=_text(ds, 0x00081030, charsets, limit=256),
     )
     for_uid = _ascii(ds, 0x00200052)
     return InstanceHeader(
@@ -245,10 +250,10 @@ def read_header(
         sop_instance_uid=sop_uid,
         sop_class_uid=sop_class,
         transfer_syntax_uid=transfer_syntax,
-        modality=_ascii(ds, 0x00080060),
+        modality=_ascii(ds, 0x00080060, limit=16),
         series_number=_int_or_none(ds, 0x00200011),
-        series_description=_text(ds, 0x0008103E, charsets),
-        body_part=_ascii(ds, 0x00180015),
+        series_description=_text(ds, 0x0008103E, charsets, limit=256),
+        body_part=_ascii(ds, 0x00180015, limit=64),
         frame_of_reference_uid=for_uid if for_uid and len(for_uid) <= 64 else None,
         instance_number=_int_or_none(ds, 0x00200013),
         study=study,

@@ -281,16 +281,34 @@ def test_thin_lung_series_chosen(series: list[Dataset], site: Site) -> None:
 
 # -- 8. header damage --------------------------------------------------------------------
 
-def test_missing_pixel_spacing_and_charset(series: list[Dataset], site: Site) -> None:
+def _with_raw_name(ds: Dataset, raw: bytes, tmp: Path) -> Dataset:
+    """The dataset as a scanner would send it: ``raw`` name bytes, no charset declared
+    (pydicom itself would re-encode the name, so the bytes are patched into the file)."""
+    placeholder = b"Q" * len(raw)
+    ds.PatientName = placeholder.decode()
+    path = tmp / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert data.count(placeholder) == 1
+    path.write_bytes(data.replace(placeholder, raw))
+    return pydicom.dcmread(path)
+
+
+def test_missing_pixel_spacing_and_charset(
+    series: list[Dataset], site: Site, tmp_path: Path
+) -> None:
     sent = clone(series)
-    for ds in sent:
+    raw = "张^伟".encode("gb18030") + b" "
+    for k, ds in enumerate(sent):
         del ds.PixelSpacing
         if "SpecificCharacterSet" in ds:
             del ds.SpecificCharacterSet
-        ds.PatientName = "张^伟".encode("gb18030")  # raw bytes, no charset declared
+        sent[k] = _with_raw_name(ds, raw, tmp_path)
     out = site.run(sent)
     assert_refused(out, "Pixel Spacing")
-    assert out.patient_name  # decoded best-effort, never empty or a crash
+    assert out.patient_name and out.patient_name.strip()  # best-effort, never empty
+    stored = next(site.ctx.settings.data_dir.rglob("*.dcm")).read_bytes()
+    assert raw in stored  # the node keeps what the scanner sent, byte for byte
 
 
 def test_very_long_patient_name(series: list[Dataset], site: Site) -> None:
@@ -300,7 +318,9 @@ def test_very_long_patient_name(series: list[Dataset], site: Site) -> None:
         ds.PatientName = name
     out = site.run(sent)
     assert_ready(out)
+    # the index column holds 256 characters (PostgreSQL refuses longer); the file keeps all
     assert out.patient_name and out.patient_name.startswith("Wang")
+    assert len(out.patient_name) <= 256, len(out.patient_name)
 
 
 # -- 9. Enhanced CT multi-frame ----------------------------------------------------------
