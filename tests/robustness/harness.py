@@ -37,9 +37,9 @@ NODULE_MM = 18.0
 
 
 def small_chest_ct() -> CTPhantom:
-    """128 x 128 at 2.6 mm, 2.5 mm slices over 200 mm: one 18 mm solid nodule (urgent)."""
+    """128 x 128 at 2.6 mm, 2.5 mm slices over 160 mm: one 18 mm solid nodule (urgent)."""
     config = ChestCTConfig(
-        matrix=128, pixel_spacing_mm=2.6, slice_thickness_mm=2.5, coverage_mm=200.0,
+        matrix=128, pixel_spacing_mm=2.6, slice_thickness_mm=2.5, coverage_mm=160.0,
         nodule_specs=(NoduleSpec(diameter_mm=NODULE_MM, kind="solid", side="right"),),
         vessel_points_per_tree=500,
     )
