@@ -18,6 +18,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -33,7 +34,7 @@ from tests.robustness.harness import Outcome, Site, base_datasets, clone, small_
 
 pytestmark = pytest.mark.integration
 
-ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+ENHANCED_CT = UID("1.2.840.10008.5.1.4.1.1.2.1")
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "lung-ct-A0002"
 
 
@@ -169,7 +170,7 @@ def _coronal_reformat(series: list[Dataset]) -> list[Dataset]:
     first = series[0]
     ps = [float(v) for v in first.PixelSpacing]
     step = float(series[1].ImagePositionPatient[2]) - float(first.ImagePositionPatient[2])
-    out = []
+    out: list[Dataset] = []
     for j in range(0, vol.shape[1], 8):
         ds = copy.deepcopy(first)
         img = vol[::-1, j, :]  # rows run head to feet
@@ -333,7 +334,7 @@ def _enhanced(series: list[Dataset]) -> Dataset:
                "SpecificCharacterSet", "Manufacturer", "FrameOfReferenceUID",
                "BodyPartExamined", "ConvolutionKernel"):
         if kw in first:
-            setattr(ds, kw, first.data_element(kw).value)
+            setattr(ds, kw, first[kw].value)
     ds.SOPClassUID = ENHANCED_CT
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
