@@ -151,8 +151,17 @@ def test_unsigned_rescale_variants(series: list[Dataset], site: Site) -> None:
 # -- 3. order and numbering -----------------------------------------------------------------
 
 def test_shuffled_unnumbered_series(series: list[Dataset], site: Site) -> None:
+    """Also padded outside a circular field of view (PixelPaddingValue, PS3.3 C.7.5.1.1.2)
+    as GE and Siemens write it: HU -3024 there must not break the lung mask."""
     sent = clone(series)
+    rows, cols = int(sent[0].Rows), int(sent[0].Columns)
+    yy, xx = np.mgrid[:rows, :cols]
+    outside = (yy - rows / 2) ** 2 + (xx - cols / 2) ** 2 > (0.47 * rows) ** 2
     for k, ds in enumerate(sent):
+        pixels = ds.pixel_array.copy()
+        pixels[outside] = -2000
+        ds.PixelData = pixels.astype(np.int16).tobytes()
+        ds.PixelPaddingValue = -2000
         if k % 2:
             del ds.InstanceNumber
         else:
