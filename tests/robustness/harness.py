@@ -21,7 +21,7 @@ from pynetdicom import AE
 from sqlalchemy import select
 
 from countyread.context import AppContext
-from countyread.db import analyses, quarantine, studies, utcnow
+from countyread.db import analyses, findings, quarantine, studies, utcnow
 from countyread.nodes import add_node
 from countyread.settings import load_settings
 from dicom_node.assembly import StabilityMonitor
@@ -65,7 +65,7 @@ class Outcome:
     analysis_statuses: tuple[str, ...]
     patient_name: str | None
     quarantined: tuple[str, ...]
-    stored: int
+    finding_centres: tuple[tuple[float, float, float], ...]  # LPS mm
 
 
 class Site:
@@ -118,6 +118,10 @@ class Site:
                 .order_by(analyses.c.id)
             ).mappings().all()
             refused = conn.execute(select(quarantine.c.reason)).scalars().all()
+            centres = conn.execute(
+                select(findings.c.center_x, findings.c.center_y, findings.c.center_z)
+                .where(findings.c.study_uid == study_uid)
+            ).all()
         assert study is not None, "study not stored"
         last: dict[str, Any] = dict(runs[-1]) if runs else {}
         return Outcome(
@@ -128,7 +132,7 @@ class Site:
             analysis_statuses=tuple(str(r["status"]) for r in runs),
             patient_name=study["patient_name"],
             quarantined=tuple(refused),
-            stored=len(list((self.ctx.settings.data_dir).rglob("*.dcm"))),
+            finding_centres=tuple((float(x), float(y), float(z)) for x, y, z in centres),
         )
 
     def run(self, datasets: Sequence[Dataset]) -> Outcome:

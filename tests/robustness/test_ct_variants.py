@@ -31,6 +31,7 @@ from pydicom.uid import (
 from inference.volume import load_volume
 from tests.dicom_node.conftest import dcmtk
 from tests.robustness.harness import Outcome, Site, base_datasets, clone, small_chest_ct
+from training.phantoms.ct import CTPhantom
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +40,13 @@ REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / 
 
 
 @pytest.fixture(scope="module")
-def series() -> list[Dataset]:
-    return base_datasets(small_chest_ct())
+def phantom() -> CTPhantom:
+    return small_chest_ct()
+
+
+@pytest.fixture(scope="module")
+def series(phantom: CTPhantom) -> list[Dataset]:
+    return base_datasets(phantom)
 
 
 @pytest.fixture()
@@ -54,10 +60,12 @@ def hu(ds: Dataset) -> np.ndarray:
     return ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
 
 
-def assert_ready(out: Outcome) -> None:
+def assert_ready(out: Outcome, nodules: int | None = 1) -> None:
     assert out.status == "ready", (out.reason, out.analysis_statuses, out.notes)
     assert "failed" not in out.analysis_statuses
     assert out.urgency == "urgent", out.notes  # the 18 mm solid nodule is Lung-RADS 4B
+    if nodules is not None:  # the phantom holds one nodule, and no false positive
+        assert len(out.finding_centres) == nodules, out.finding_centres
 
 
 def assert_refused(out: Outcome, why: str) -> None:
@@ -217,6 +225,38 @@ def test_off_axis_feet_first_with_coronal(series: list[Dataset], site: Site) -> 
     assert any(coronal_uid in note and "passed over" in note for note in out.notes), out.notes
 
 
+def _mirror_to(series: list[Dataset], position: str, flip_rows: bool) -> list[Dataset]:
+    """The same patient as a console writes feet-first (row direction -x: columns mirrored)
+    or prone (also column direction -y): same anatomy in LPS, different pixel layout."""
+    sent = clone(series)
+    for ds in sent:
+        pixels = ds.pixel_array[:, ::-1]
+        ps_r, ps_c = (float(v) for v in ds.PixelSpacing)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        x += (pixels.shape[1] - 1) * ps_c
+        col = [0.0, 1.0, 0.0]
+        if flip_rows:
+            pixels = pixels[::-1, :]
+            y += (pixels.shape[0] - 1) * ps_r
+            col = [0.0, -1.0, 0.0]
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+        ds.ImagePositionPatient = [x, y, z]
+        ds.ImageOrientationPatient = [-1.0, 0.0, 0.0, *col]
+        ds.PatientPosition = position
+    return sent
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ct_nodule runs the network on the stored voxel grid: a mirrored (feet-first "
+    "-1\\0\\0 or prone) series adds false positives; needs a canonical (RAS-aligned) "
+    "view inside the pipeline with masks/boxes mapped back to the source grid for SEG",
+)
+def test_feet_first_mirrored_orientation(series: list[Dataset], site: Site) -> None:
+    out = site.run(_mirror_to(series, "FFS", flip_rows=False))
+    assert_ready(out)
+
+
 # -- 5. gantry tilt -------------------------------------------------------------------------
 
 def _tilt(series: list[Dataset], degrees: float) -> list[Dataset]:
@@ -253,13 +293,30 @@ def _localizer(like: Dataset) -> Dataset:
     return ds
 
 
-def test_missing_slice_and_localiser(series: list[Dataset], site: Site) -> None:
+def test_missing_slice_and_localiser(
+    phantom: CTPhantom, series: list[Dataset], site: Site
+) -> None:
     sent = clone(series)
     del sent[40]
     out = site.run([_localizer(sent[0]), *sent])
-    assert_ready(out)
+    assert_ready(out, nodules=None)
     assert any("1 missing slice" in note for note in out.notes), out.notes
     assert any("dropped" in note for note in out.notes), out.notes
+    truth = np.asarray(phantom.nodules[0].center_lps)
+    got = np.asarray(out.finding_centres)
+    assert np.linalg.norm(got - truth, axis=1).min() < 3.0, (got, truth)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the slice interpolated into a one-slice gap makes a vessel look like a nodule "
+    "(false positive at the synthetic slice); candidates there need suppressing or a "
+    "gap-aware resampling",
+)
+def test_missing_slice_no_false_positive(series: list[Dataset], site: Site) -> None:
+    sent = clone(series)
+    del sent[40]
+    assert_ready(site.run(sent))
 
 
 def test_large_gap_refused(series: list[Dataset], site: Site) -> None:
@@ -397,6 +454,6 @@ def test_real_lung_ct_both_kernels(site: Site) -> None:
     files = sorted(p for p in REALDATA.rglob("*") if p.is_file() and p.suffix in ("", ".dcm"))
     datasets = [pydicom.dcmread(p) for p in files]
     out = site.run(datasets)
-    assert_ready(out)
+    assert_ready(out, nodules=None)
     assert "kernel B70f" in out.notes[0] and "not a lung kernel" in out.notes[0], out.notes
     assert any(note.startswith("limited analysis") for note in out.notes), out.notes
