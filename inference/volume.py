@@ -8,12 +8,14 @@ the same way. Documented outcomes for broken geometry (each is a note on the res
 
 - shuffled files: sorted along the normal (file order and Instance Number ignored);
 - duplicate positions: the first instance (lowest Instance Number) kept, noted;
+- orientation equal up to console rounding (0.99999/0.00436 vs 1/0.0044): one plane;
 - a few instances of another orientation or matrix (localisers inside the series):
   dropped, noted; more than 10 % of them: refused ("mixed orientations");
 - missing slices / uneven spacing (steps differ by > 10 % of the median): resampled onto
   the median step by linear interpolation, noted; a gap > 3 steps or > 10 mm: refused;
 - gantry tilt (the step between slices not along the normal): each slice shifted
-  in-plane onto an orthogonal grid (linear interpolation), noted; tilt > 30 deg: refused;
+  in-plane onto an orthogonal grid (linear interpolation), noted; tilt > 30 deg: refused
+  (for the CT nodule pipeline, selection already refuses planes tilted > ~25 deg);
 - fewer than 10 slices, missing Pixel Spacing or Image Position: refused.
 """
 
