@@ -19,6 +19,8 @@ _CTA_WORDS = re.compile(
     r"颈|头|血管)"
 )
 _CHEST_WORDS = re.compile(r"(?i)(chest|thorax|lung|pulm|胸|肺)")
+_NOT_IMAGE_WORDS = re.compile(r"(?i)(dose|report|screen\s*save|protocol|summary|"
+                              r"剂量|报告|协议)")
 _DR_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1",  # CR Image Storage
     "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
@@ -48,6 +50,12 @@ def pipelines_for(header: SeriesHeader) -> tuple[str, ...]:
         if _CTA_WORDS.search(text) and not _CHEST_WORDS.search(text):
             return (CTA,)
         return (CT_NODULE,)
+    if header.sop_class_uid == _SC_SOP_CLASS and _NOT_IMAGE_WORDS.search(
+        header.series_description or ""
+    ):
+        # Dose screens and scanned reports are stored as Secondary Capture inside chest
+        # studies; they are not radiographs.
+        return ()
     if header.sop_class_uid == _SC_SOP_CLASS and _CHEST_WORDS.search(text):
         # Some township DR consoles export as Secondary Capture (issue 6).
         return (DR_NODULE,)

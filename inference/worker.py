@@ -21,7 +21,7 @@ from PIL import Image
 from sqlalchemy import and_, delete, select, update
 
 from countyread.context import AppContext
-from countyread.db import analyses, findings, instances, series, studies
+from countyread.db import analyses, findings, instances, jobs, series, studies
 from countyread.domain import AnalysisResult, JobState, StudyStatus
 from countyread.errors import NotAnalyzableError
 from countyread.logs import configure_logging
@@ -87,6 +87,11 @@ class AnalysisWorker:
         if job.pipeline is None:
             self._finish(job, JobState.NO_PIPELINE, "no pipeline for this series")
             return
+        if self._superseded(job):
+            # Series of one study often become stable in the same tick; the newest job
+            # sees all of them, so analysing the study once per series is wasted work.
+            self._finish(job, JobState.SUPERSEDED, "a later job analyses this study")
+            return
         pipeline = self.registry.get(job.pipeline)
         if pipeline is None:
             why = self.registry.why_missing(job.pipeline)
@@ -125,6 +130,18 @@ class AnalysisWorker:
                 "findings": len(output.result.findings),
             },
         )
+
+    def _superseded(self, job: Job) -> bool:
+        """True when a newer queued job will analyse the same study with this pipeline."""
+        with self.ctx.db.begin() as conn:
+            newer = conn.execute(
+                select(jobs.c.id).where(and_(
+                    jobs.c.study_uid == job.study_uid, jobs.c.pipeline == job.pipeline,
+                    jobs.c.kind == job.kind, jobs.c.state == JobState.QUEUED.value,
+                    jobs.c.id > job.id,
+                )).limit(1)
+            ).first()
+        return newer is not None
 
     def _finish(self, job: Job, state: JobState, message: str | None) -> None:
         self.ctx.queue.finish(job.id, state, message)

@@ -46,3 +46,19 @@ def test_unknown_pipeline_name_is_not_a_crash(ctx: AppContext) -> None:
         job = conn.execute(select(jobs)).mappings().one()
     assert job["state"] == "no_pipeline"
     assert "mammo: unknown pipeline" in job["message"]
+
+
+def test_two_series_stable_together_are_analysed_once(ctx: AppContext) -> None:
+    with ctx.db.begin() as conn:
+        conn.execute(series.insert().values(series_uid="1.2.3.2", study_uid="1.2.3",
+                                            modality="SR", state="stable"))
+    first = ctx.queue.enqueue("analyze", "analyze:1.2.3.1:mammo:0", study_uid="1.2.3",
+                              series_uid="1.2.3.1", pipeline="mammo")
+    second = ctx.queue.enqueue("analyze", "analyze:1.2.3.2:mammo:0", study_uid="1.2.3",
+                               series_uid="1.2.3.2", pipeline="mammo")
+    worker = AnalysisWorker(ctx)
+    while worker.run_once():
+        pass
+    with ctx.db.begin() as conn:
+        states = dict(conn.execute(select(jobs.c.id, jobs.c.state)).all())
+    assert states == {first: "superseded", second: "no_pipeline"}
