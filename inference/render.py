@@ -87,11 +87,40 @@ def add_caption(img: RGB, lines: list[str], colour: tuple[int, int, int] = (255,
     draw = ImageDraw.Draw(pil)
     size = max(12, img.shape[0] // 32)
     font = get_font(size)
+    # Small matrices (and long Chinese + English captions) would cut text at the edge.
+    lines = [part for line in lines for part in wrap_text(_safe(line, font), font,
+                                                           img.shape[1] - 8)]
     height = (size + 4) * len(lines) + 4
     draw.rectangle([0, 0, img.shape[1], height], fill=(0, 0, 0))
     for n, line in enumerate(lines):
-        draw.text((4, 2 + n * (size + 4)), _safe(line, font), fill=colour, font=font)
+        draw.text((4, 2 + n * (size + 4)), line, fill=colour, font=font)
     return np.asarray(pil)
+
+
+def wrap_text(
+    text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int
+) -> list[str]:
+    """Break ``text`` into lines no wider than ``width`` pixels.
+
+    Breaks after spaces and commas where possible, otherwise between any two characters
+    (Chinese has no spaces), so nothing is ever clipped.
+    """
+    out: list[str] = []
+    line = ""
+    for ch in text:
+        if font.getlength(line + ch) <= width or not line:
+            line += ch
+            continue
+        cut = max(line.rfind(" "), line.rfind(","), line.rfind("，"))
+        if cut > 0:
+            out.append(line[: cut + 1].rstrip())
+            line = line[cut + 1 :].lstrip() + ch
+        else:
+            out.append(line)
+            line = ch
+    if line or not out:
+        out.append(line)
+    return out
 
 
 def mip(array: npt.NDArray[np.integer], axis: int) -> npt.NDArray[np.integer]:
