@@ -26,16 +26,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _mkdirs_durable(path: Path) -> None:
+def mkdirs_durable(path: Path) -> None:
+    """Create missing directories, each made durable in its parent."""
     missing = []
     p = path
-    while not p.exists():
+    while not p.is_dir():
         missing.append(p)
         p = p.parent
     for d in reversed(missing):
         try:
             d.mkdir()
         except FileExistsError:
+            if not d.is_dir():
+                raise
             continue
         fsync_dir(d.parent)
 
@@ -43,8 +46,11 @@ def _mkdirs_durable(path: Path) -> None:
 def write_durable(path: Path, data: bytes | Iterable[bytes], *, fsync: bool = True) -> int:
     """Atomically write ``data`` to ``path``; return the number of bytes written."""
     path = Path(path)
-    _mkdirs_durable(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        mkdirs_durable(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(f"could not create {path.parent.name}: {exc.strerror or exc}") from exc
     size = 0
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -22,34 +22,17 @@ from pathlib import Path
 
 from countyread.db import utcnow
 from countyread.errors import StorageError
-from countyread.store import fsync_dir
+from countyread.store import fsync_dir, mkdirs_durable
 from dicom_node import status as st
 from dicom_node.index import IndexResult, InstanceIndex, PendingRow
 
 logger = logging.getLogger(__name__)
 
 
-def _mkdirs(path: Path) -> None:
-    """Create missing directories, each made durable in its parent."""
-    missing = []
-    p = path
-    while not p.is_dir():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-            continue
-        fsync_dir(d.parent)
-
-
 def write_file_synced(path: Path, chunks: Iterable[bytes]) -> int:
     """Temp file in the target directory, write, fsync, rename; the directory is NOT
     fsynced here (the group commit does it before anyone is answered)."""
-    _mkdirs(path.parent)
+    mkdirs_durable(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     size = 0
     try:

@@ -59,3 +59,9 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
         write_durable(target, chunks())
     assert not target.exists()
     assert os.listdir(tmp_path / "a") == []
+
+
+def test_a_file_where_a_directory_should_be_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_bytes(b"not a directory")
+    with pytest.raises(StorageError, match="could not create"):
+        write_durable(tmp_path / "blocked" / "sub" / "x.dcm", b"data")
