@@ -6,7 +6,6 @@ they go into :class:`NoduleLabel` unchanged.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import SimpleITK as sitk
 
 from countyread.domain import Volume
 from countyread.errors import InvalidInputError
+from training.loaders.csvrows import csv_rows
 from training.loaders.types import CTCase, NoduleLabel, affine_from_itk
 
 logger = logging.getLogger(__name__)
@@ -42,23 +42,16 @@ def read_mhd(path: Path) -> Volume:
 def read_annotations(csv_path: Path) -> dict[str, list[NoduleLabel]]:
     """Parse ``annotations.csv`` into nodules per series uid."""
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InvalidInputError(f"missing annotations csv: {csv_path}")
     out: dict[str, list[NoduleLabel]] = {}
-    with csv_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInputError(f"{csv_path.name} lacks columns {missing}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                center = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
-                diameter = float(row["diameter_mm"])
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(f"{csv_path.name} line {n}: bad number") from exc
-            if not np.all(np.isfinite(center)) or not diameter > 0:
-                raise InvalidInputError(f"{csv_path.name} line {n}: bad centre or diameter")
-            out.setdefault(row["seriesuid"], []).append(NoduleLabel(center, diameter, "luna16"))
+    for n, row in csv_rows(csv_path, _COLUMNS, "annotations"):
+        try:
+            center = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            diameter = float(row["diameter_mm"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad number") from exc
+        if not np.all(np.isfinite(center)) or not diameter > 0:
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad centre or diameter")
+        out.setdefault(row["seriesuid"], []).append(NoduleLabel(center, diameter, "luna16"))
     return out
 
 

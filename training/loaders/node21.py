@@ -6,7 +6,6 @@ nodule appear once with ``label`` 0 and carry no box.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from countyread.errors import InvalidInputError
+from training.loaders.csvrows import csv_rows
 from training.loaders.types import BoxLabel, DRCase
 
 logger = logging.getLogger(__name__)
@@ -44,27 +44,20 @@ def read_mha(path: Path) -> tuple[npt.NDArray[Any], tuple[float, float]]:
 def read_boxes(csv_path: Path) -> dict[str, list[BoxLabel]]:
     """Boxes per image name; an image with only label-0 rows maps to an empty list."""
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InvalidInputError(f"missing boxes csv: {csv_path}")
     out: dict[str, list[BoxLabel]] = {}
-    with csv_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInputError(f"{csv_path.name} lacks columns {missing}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                label = int(float(row["label"]))
-                x, y = float(row["x"]), float(row["y"])
-                w, h = float(row["width"]), float(row["height"])
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(f"{csv_path.name} line {n}: bad number") from exc
-            boxes = out.setdefault(row["img_name"], [])
-            if label == 0:
-                continue
-            if w <= 0 or h <= 0 or x < 0 or y < 0:
-                raise InvalidInputError(f"{csv_path.name} line {n}: bad box")
-            boxes.append(BoxLabel(x, y, w, h, label))
+    for n, row in csv_rows(csv_path, _COLUMNS, "boxes"):
+        try:
+            label = int(float(row["label"]))
+            x, y = float(row["x"]), float(row["y"])
+            w, h = float(row["width"]), float(row["height"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad number") from exc
+        boxes = out.setdefault(row["img_name"], [])
+        if label == 0:
+            continue
+        if w <= 0 or h <= 0 or x < 0 or y < 0:
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad box")
+        boxes.append(BoxLabel(x, y, w, h, label))
     return out
 
 
