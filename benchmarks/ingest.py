@@ -1,11 +1,22 @@
 """Ingest benchmark: a 300-slice 512x512 CT pushed by dcmtk storescu to several receivers.
 
 Receivers, side by side in one run:
-  (a) our node (``python -m countyread scp``), durable: fsync file + directory + SQLite
-      commit (synchronous=FULL) before each Success
-  (b) dcmtk storescp (no fsync)
-  (c) Orthanc, in a private network namespace (it cannot bind to loopback only)
-  (d) our node with 4 scanners sending at once (4 series of 300 slices)
+  (a)  our node (``python -m countyread scp``), durable: fsync file + directory + SQLite
+       commit (synchronous=FULL) before each Success, with the fast engine (default)
+  (a2) the same node on the pynetdicom engine (``COUNTYREAD_DICOM_ENGINE=pynetdicom``)
+  (a-), (a2-) both engines with fsync made a no-op by libeatmydata: NOT durable, a
+       diagnostic of what the node costs apart from the disk's flush latency
+  (a') a bare pynetdicom SCP that keeps nothing (pynetdicom's receive path alone)
+  (b)  dcmtk storescp (no fsync)
+  (c)  Orthanc, in a private network namespace (it cannot bind to loopback only)
+  (d)  our node, fast engine, with 4 scanners sending at once (4 series of 300 slices);
+  (d2) the same on the pynetdicom engine
+
+Besides wall time, each row gives the receiver's CPU time per instance (user + system,
+from /proc/<pid>/stat around the push), which the load from other processes on a shared
+machine disturbs far less than wall time. The header gives the disk's durable floor: the
+median time of the three flushes a durable single stream waits for, in order, per
+instance (file fsync, directory fsync after the rename, the index's log fsync).
 
 Run: ``nice -n 10 python benchmarks/ingest.py [--slices 300] [--repeat 3]``.
 Not part of CI. Prints a table of instances/s and MB/s (MB = 10^6 bytes of files sent).
@@ -23,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -120,9 +133,20 @@ def push(port: int, groups: list[list[Path]], aec: str, netns: str | None = None
     return dt
 
 
-def our_node(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+def eatmydata() -> str | None:
+    """libeatmydata (apt-get install eatmydata): turns fsync into a no-op when preloaded."""
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"):
+        lib = Path(d) / "libeatmydata.so"
+        if lib.is_file():
+            return str(lib)
+    return None
+
+
+def our_node(work: Path, engine: str, preload: str | None = None
+             ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "COUNTYREAD_DATA_DIR": str(work), "COUNTYREAD_DICOM_PORT": str(port),
+           "COUNTYREAD_DICOM_ENGINE": engine, **({"LD_PRELOAD": preload} if preload else {}),
            "COUNTYREAD_DICOM_HOST": "127.0.0.1", "COUNTYREAD_ACCEPT_ANY_AE": "true",
            "COUNTYREAD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "countyread", "scp"], env=env, cwd=REPO,
@@ -201,24 +225,39 @@ def bare_pynetdicom() -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def fsync_probe(directory: Path, size: int, n: int = 30) -> float:
-    """Median ms for write + fsync(file) + rename + fsync(dir) of one slice."""
+def fsync_probe(directory: Path, size: int, n: int = 30) -> tuple[float, float]:
+    """Medians in ms: (write + fsync + rename + fsync(dir) of one slice, the same plus an
+    fsync of a small append, i.e. the three flushes a durable instance waits for)."""
     directory.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
-    times = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        tmp, dst = directory / f".t{i}", directory / f"f{i}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, dst)
-        dfd = os.open(directory, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[n // 2]
+    two, three = [], []
+    log = os.open(directory / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            tmp, dst = directory / f".t{i}", directory / f"f{i}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, data)
+            os.fsync(fd)
+            os.close(fd)
+            os.replace(tmp, dst)
+            dfd = os.open(directory, os.O_RDONLY)
+            os.fsync(dfd)
+            os.close(dfd)
+            t1 = time.perf_counter()
+            os.write(log, b"x" * 4096)
+            os.fsync(log)
+            two.append((t1 - t0) * 1e3)
+            three.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        os.close(log)
+    return sorted(two)[n // 2], sorted(three)[n // 2]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -230,10 +269,39 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def row(name: str, n: int, nbytes: int, times: list[float]) -> str:
-    best = min(times)
-    return (f"| {name:<44} | {n:>5} | {best:>7.2f} | {n / best:>8.1f} | "
-            f"{nbytes / 1e6 / best:>7.1f} |")
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float
+
+
+Starter = Callable[[Path], tuple["subprocess.Popen[bytes] | None", int, str, str]]
+
+
+def measure(start: Starter, groups: list[list[Path]], aec: str, repeat: int,
+            work: Path) -> tuple[list[Run], str]:
+    """Start a fresh receiver per repeat, push, stop; (runs, why not measured)."""
+    runs: list[Run] = []
+    for r in range(repeat):
+        proc, port, netns, why = start(work / f"{aec.lower()}{r}")
+        if proc is None:
+            return runs, why
+        try:
+            c0 = cpu_s(proc.pid)
+            wall = push(port, groups, aec, netns=netns or None)
+            runs.append(Run(wall, cpu_s(proc.pid) - c0))
+        finally:
+            stop(proc)
+            if netns:
+                subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+    return runs, ""
+
+
+def row(name: str, n: int, nbytes: int, runs: list[Run]) -> str:
+    best = min(runs, key=lambda r: r.wall_s)
+    cpu = min(r.cpu_s for r in runs) / n * 1e3
+    return (f"| {name:<44} | {n:>5} | {best.wall_s:>7.2f} | {n / best.wall_s:>8.1f} | "
+            f"{nbytes / 1e6 / best.wall_s:>7.1f} | {cpu:>6.2f} |")
 
 
 def main() -> int:
@@ -249,74 +317,76 @@ def main() -> int:
     size1 = sum(p.stat().st_size for p in one)
     size4 = sum(p.stat().st_size for g in four for p in g)
     lines = [
-        "| receiver                                     | inst  | wall s  |   inst/s |   MB/s |",
-        "|----------------------------------------------|-------|---------|----------|--------|",
+        "| receiver                                     | inst  | wall s  |   inst/s |   MB/s "
+        "| CPU ms/inst |",
+        "|----------------------------------------------|-------|---------|----------|--------"
+        "|-------------|",
     ]
     notes = []
+    load0 = os.getloadavg()[0]
+
+    def ours(engine: str, preload: str | None = None) -> Starter:
+        return lambda w: (*our_node(w, engine, preload), "", "")
+
+    def plain(fn: Callable[[Path], tuple[subprocess.Popen[bytes], int]]) -> Starter:
+        return lambda w: (*fn(w), "", "")
+
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         work = Path(tmp)
-        times = []
-        for r in range(args.repeat):
-            proc, port = our_node(work / f"ours{r}")
-            try:
-                times.append(push(port, [one], "COUNTYREAD"))
-            finally:
-                stop(proc)
-        lines.append(row("(a) CountyRead node, durable (fsync + index)", len(one), size1, times))
-
-        times = []
-        for _ in range(args.repeat):
-            proc, port = bare_pynetdicom()
-            try:
-                times.append(push(port, [one], "BARE"))
-            finally:
-                stop(proc)
-        lines.append(row("(a') bare pynetdicom SCP, keeps nothing", len(one), size1, times))
-
-        times = []
-        for r in range(args.repeat):
-            proc, port = storescp(work / f"storescp{r}")
-            try:
-                times.append(push(port, [one], "STORESCP"))
-            finally:
-                stop(proc)
-        lines.append(row("(b) dcmtk storescp (no fsync)", len(one), size1, times))
-
+        plan: list[tuple[str, Starter, list[list[Path]], str]] = [
+            ("(a) CountyRead node, fast engine, durable", ours("fast"), [one], "COUNTYREAD"),
+            ("(a2) CountyRead node, pynetdicom engine", ours("pynetdicom"), [one], "PYNETDICOM"),
+        ]
+        lib = eatmydata()
+        if lib is None:
+            notes.append("rows without flushes not measured: eatmydata not installed")
+        else:
+            # Diagnostic only, NOT durable: what the node does when flushes cost nothing.
+            plan += [
+                ("(a-) fast engine, fsync off (diagnostic)", ours("fast", lib), [one],
+                 "NOSYNC"),
+                ("(a2-) pynetdicom engine, fsync off (diag.)", ours("pynetdicom", lib), [one],
+                 "NOSYNC2"),
+            ]
+        plan += [
+            ("(a') bare pynetdicom SCP, keeps nothing", plain(lambda w: bare_pynetdicom()),
+             [one], "BARE"),
+            ("(b) dcmtk storescp (no fsync)", plain(storescp), [one], "STORESCP"),
+        ]
         if args.skip_orthanc:
             notes.append("Orthanc skipped (--skip-orthanc)")
         else:
-            times = []
-            for r in range(args.repeat):
-                oproc, oport, ns, why = orthanc(work / f"orthanc{r}")
-                if oproc is None:
-                    notes.append(f"Orthanc not measured: {why}")
-                    break
-                try:
-                    times.append(push(oport, [one], "ORTHANC", netns=ns))
-                finally:
-                    stop(oproc)
-                    subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
-            if times:
-                lines.append(row("(c) Orthanc (default config, netns)", len(one), size1, times))
-
-        times = []
-        for r in range(args.repeat):
-            proc, port = our_node(work / f"ours4-{r}")
-            try:
-                times.append(push(port, four, "COUNTYREAD"))
-            finally:
-                stop(proc)
-        lines.append(row("(d) CountyRead node, 4 scanners at once", 4 * len(one), size4, times))
-
-        probe = fsync_probe(work / "probe", one[0].stat().st_size)
-    load = os.getloadavg()[0]
+            plan.append(("(c) Orthanc (default config, netns)", orthanc, [one], "ORTHANC"))
+        plan += [
+            ("(d) fast engine, 4 scanners at once", ours("fast"), four, "COUNTYREAD4"),
+            ("(d2) pynetdicom engine, 4 scanners at once", ours("pynetdicom"), four,
+             "PYNETDICOM4"),
+        ]
+        results: dict[str, list[Run]] = {}
+        for name, start, groups, aec in plan:
+            runs, why = measure(start, groups, aec, args.repeat, work)
+            if not runs:
+                notes.append(f"{name} not measured: {why}")
+                continue
+            results[aec] = runs
+            n = sum(len(g) for g in groups)
+            lines.append(row(name, n, size1 if len(groups) == 1 else size4, runs))
+        two, three = fsync_probe(work / "probe", one[0].stat().st_size)
+    load1 = os.getloadavg()[0]
     print(f"{args.slices} slices 512x512 int16, {size1 / 1e6:.1f} MB per series, "
           f"best of {args.repeat}; storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs, "
-          f"load average {load:.1f}; one slice write+fsync+rename+fsync(dir): "
-          f"{probe:.1f} ms (median)")
+          f"load average {load0:.1f} before, {load1:.1f} after; per slice, median: "
+          f"write+fsync+rename+fsync(dir) {two:.1f} ms, plus an index log fsync {three:.1f} ms")
     print("\n".join(lines))
-    for n in notes:
-        print(n)
+    if "COUNTYREAD" in results and "STORESCP" in results:
+        ours_best = min(r.wall_s for r in results["COUNTYREAD"])
+        dcmtk_best = min(r.wall_s for r in results["STORESCP"])
+        cpu = min(r.cpu_s for r in results["COUNTYREAD"]) / len(one) * 1e3
+        print(f"fast engine / storescp throughput: {dcmtk_best / ours_best:.2f}; fast engine "
+              f"CPU {cpu:.2f} ms + the three flushes {three:.1f} ms = {cpu + three:.1f} ms "
+              f"per slice at this disk's flush latency")
+    for note in notes:
+        print(note)
     return 0
 
 

@@ -25,10 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nodes": ("dicom_node.cli:nodes_main", "list / add / disable known DICOM nodes"),
     "users": ("api.users_cli:main", "create and list users"),
     "db": ("countyread.dbcli:main", "create the database schema, show counts"),
+    "doctor": ("countyread.doctor:main", "check this installation (disk, DB, models, GPU, ports)"),
+    "prune": ("countyread.retention:main", "free disk: source images of old delivered studies"),
     "phantom": ("training.cli:phantom_main", "make synthetic phantom sets (CT, DR, CTA)"),
     "train": ("training.cli:train_main", "train a model from a config file"),
     "export": ("training.cli:export_main", "export a checkpoint to ONNX with parity check"),
     "eval": ("training.cli:eval_main", "evaluate a model on a held-out set"),
+    "export-labels": ("training.labels_cli:main", "signed findings, DICOM SEG to LUNA16/NIfTI"),
     "models": ("models.cli:main", "list shipped models and verify their sha256"),
 }
 

@@ -176,6 +176,24 @@ mpps = Table(
     Column("updated_at", _TS, nullable=False, default=utcnow),
 )
 
+#: Storage Commitment requests (dicom_node/commitment.py), kept until reported.
+commitments = Table(
+    "commitments",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_uid", String(64), nullable=False),
+    Column("calling_ae", String(16), nullable=False),
+    Column("node_id", Integer, ForeignKey("nodes.id")),
+    Column("refs", JSON, nullable=False, default=list),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("next_attempt_at", _TS, nullable=False, default=utcnow),
+    Column("created_at", _TS, nullable=False, default=utcnow),
+    UniqueConstraint("transaction_uid", "calling_ae"),
+    Index("ix_commitments_due", "state", "next_attempt_at"),
+)
+
 jobs = Table(
     "jobs",
     metadata,

@@ -48,6 +48,16 @@ class AuthenticationError(CountyReadError):
     http_status = 401
 
 
+class TooManyRequestsError(CountyReadError):
+    """Too many attempts (failed logins); ``retry_after_s`` says when to try again."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class NotAnalyzableError(CountyReadError):
     """A series cannot be analysed; the message is the reason shown in the worklist."""
 

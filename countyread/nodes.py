@@ -13,8 +13,11 @@ from countyread.db import nodes as nodes_t
 from countyread.domain import NodeKind
 from countyread.errors import ConflictError, InvalidInputError, NotFoundError
 
-#: Object families a node may receive (see DESIGN.md section 1, step 4).
-OBJECT_FAMILIES = ("SR", "SEG", "SC", "KOS", "RENDER")
+#: Object families a node may receive (see DESIGN.md section 1, step 4). ``ALERT`` is
+#: not an object family but the node's consent to unreviewed urgent alerts before
+#: sign-off (DESIGN.md section 4; dicom_node/alerts.py).
+ALERT = "ALERT"
+OBJECT_FAMILIES = ("SR", "SEG", "SC", "KOS", "RENDER", ALERT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from countyread.context import AppContext
 from countyread.logs import configure_logging
+from countyread.retention import RetentionKeeper
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def _build(ctx: AppContext, threads: int) -> list[Any]:
     assembly = importlib.import_module("dicom_node.assembly")
     worker = importlib.import_module("inference.worker")
     registry = importlib.import_module("inference.registry").PipelineRegistry(ctx.settings)
-    parts: list[Any] = [scp.DicomNode(ctx), assembly.StabilityMonitor(ctx)]
+    parts: list[Any] = [scp.DicomNode(ctx), assembly.StabilityMonitor(ctx),
+                        RetentionKeeper(ctx)]
     parts += [worker.AnalysisWorker(ctx, registry, name=str(i)) for i in range(threads)]
     try:
         outbox = importlib.import_module("dicom_node.outbox")

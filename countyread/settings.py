@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from countyread.domain import Urgency
 from countyread.errors import ConfigurationError
 
 _PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev-insecure-secret"}
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     tls_ca: Path | None = Field(default=None, description="require client certs signed by it")
     max_associations: int = Field(default=32, ge=1)
     dimse_timeout_s: float = Field(default=60.0, gt=0)
+    dicom_engine: Literal["fast", "pynetdicom"] = Field(
+        default="fast", description="DICOM upper layer: our fast acceptor or pynetdicom")
 
     # API
     api_host: str = "0.0.0.0"
@@ -53,6 +56,9 @@ class Settings(BaseSettings):
     secret_key: str = "dev-insecure-secret"
     token_ttl_s: int = Field(default=8 * 3600, gt=0)
     claim_ttl_s: int = Field(default=30 * 60, gt=0)
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed logins per user (4x per client) before lockout")
+    login_lockout_s: int = Field(default=15 * 60, gt=0, description="lockout window")
     deadline_critical_s: int = Field(default=30 * 60, gt=0)
     deadline_urgent_s: int = Field(default=4 * 3600, gt=0)
     deadline_routine_s: int = Field(default=24 * 3600, gt=0)
@@ -66,9 +72,17 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0, description="0: one per core")
 
     # Results back
-    send_before_signoff_urgent: bool = False
+    alert_min_urgency: Urgency = Field(
+        default=Urgency.CRITICAL,
+        description="AI urgency that sends an unreviewed alert to nodes opted in with ALERT")
     export_retry_base_s: float = Field(default=5.0, gt=0)
     export_retry_max_s: float = Field(default=600.0, gt=0)
+
+    # Retention (countyread/retention.py); 0 keeps everything
+    retention_days: int = Field(
+        default=0, ge=0, description="remove source images of delivered studies after N days")
+    quarantine_retention_days: int = Field(
+        default=0, ge=0, description="remove quarantined files after N days")
 
     log_level: str = "INFO"
 
@@ -113,6 +127,10 @@ class Settings(BaseSettings):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("COUNTYREAD_TLS_CERT and COUNTYREAD_TLS_KEY go together")
         return self
+
+    @property
+    def uses_placeholder_secret(self) -> bool:
+        return self.secret_key in _PLACEHOLDER_SECRETS
 
     @cached_property
     def resolved_database_url(self) -> str:

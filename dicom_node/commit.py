@@ -12,6 +12,7 @@ own rows are committed (DESIGN.md section 4), so batching does not weaken the pr
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import tempfile
@@ -52,6 +53,20 @@ def write_file_synced(path: Path, chunks: Iterable[bytes]) -> int:
             os.unlink(tmp)
         raise StorageError(f"could not write {path.name}: {exc.strerror or exc}") from exc
     return size
+
+
+def move_synced_file(src: Path, path: Path) -> None:
+    """Rename an fsynced temp file to ``path``; as :func:`write_file_synced`, the
+    directory is left to the group commit. Across file systems (a store mounted apart
+    from the spool) the bytes are copied through :func:`write_file_synced` instead."""
+    try:
+        mkdirs_durable(path.parent)
+        os.replace(src, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise StorageError(f"could not store {path.name}: {exc.strerror or exc}") from exc
+        write_file_synced(path, [src.read_bytes()])
+        src.unlink()
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from countyread.db import Database, instances, quarantine, series, studies
 from countyread.domain import StudyStatus
 from dicom_node import status as st
 from dicom_node.header import InstanceHeader
+from dicom_node.index_sqlite import Rows, SqliteRows
 
 #: A late instance sends a study in these states back to "received" (issue 2);
 #: a study a radiologist already holds (in_review, signed, delivered) keeps its status.
@@ -67,6 +68,9 @@ class InstanceIndex:
         # SQLite has one writer anyway; queueing our threads on a lock is cheaper than
         # having them spin in busy_timeout.
         self._write_lock = threading.Lock() if db.is_sqlite else None
+        # On a SQLite file the hot path talks to sqlite3 directly (index_sqlite.py): the
+        # same rows, a fraction of the CPU per instance.
+        self._sqlite = SqliteRows.for_engine(db.engine)
         dialect: Any = postgresql if db.engine.dialect.name == "postgresql" else sqlite
 
         def insert_ignore(table: Table) -> Any:
@@ -120,11 +124,17 @@ class InstanceIndex:
         Raises DimseFailure when the series is indexed under another study (a Series
         Instance UID belongs to one study, PS3.3 C.7.3.1). One connection, two reads.
         """
-        with self.db.engine.connect() as conn:
-            row = conn.execute(self._sel_instance, {"b_uid": header.sop_instance_uid}).first()
-            if row is not None:
-                return KnownInstance(row[0], int(row[1]))
-            owner = conn.execute(self._sel_owner, {"b_uid": header.series_uid}).scalar()
+        if self._sqlite is not None:
+            known, owner = self._sqlite.precheck(header.sop_instance_uid, header.series_uid)
+            if known is not None:
+                return KnownInstance(*known)
+        else:
+            with self.db.engine.connect() as conn:
+                row = conn.execute(self._sel_instance,
+                                   {"b_uid": header.sop_instance_uid}).first()
+                if row is not None:
+                    return KnownInstance(row[0], int(row[1]))
+                owner = conn.execute(self._sel_owner, {"b_uid": header.series_uid}).scalar()
         if owner is not None and owner != header.study_uid:
             raise st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
         return None
@@ -155,61 +165,12 @@ class InstanceIndex:
     def _add_many(
         self, rows: list[PendingRow], now: datetime
     ) -> list[IndexResult | st.DimseFailure]:
+        if self._sqlite is not None:
+            return self._sqlite.transaction(lambda ops, at: [_add_one(ops, r, at) for r in rows],
+                                            now)
         with self.db.begin() as conn:
-            return [self._add_one(conn, r, now) for r in rows]
-
-    def _add_one(
-        self, conn: Connection, row: PendingRow, now: datetime
-    ) -> IndexResult | st.DimseFailure:
-        h, s = row.header, row.header.study
-        new_study = conn.execute(self._ins_study, {
-            "study_uid": h.study_uid, "patient_name": s.patient_name,
-            "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
-            "patient_sex": s.patient_sex, "accession_number": s.accession_number,
-            "study_date": s.study_date, "study_time": s.study_time,
-            "study_description": s.study_description, "modalities": h.modality or "",
-            "source_ae": row.source_ae, "source_node_id": row.node_id,
-            "first_received_at": now, "last_received_at": now,
-            "status": StudyStatus.RECEIVED.value, "revision": 0,
-        }).first() is not None
-        new_series = conn.execute(self._ins_series, {
-            "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
-            "series_number": h.series_number, "series_description": h.series_description,
-            "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
-            "instance_count": 0, "first_received_at": now, "last_received_at": now,
-            "state": "receiving", "generation": 0,
-        }).first() is not None
-        srow = conn.execute(self._sel_series, {"b_uid": h.series_uid}).one()
-        if srow.study_uid != h.study_uid:
-            if new_study:  # undo only what this row added; the batch goes on
-                conn.execute(self._del_study, {"b_uid": h.study_uid})
-            return st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
-        inserted = conn.execute(self._ins_instance, {
-            "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
-            "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
-            "transfer_syntax_uid": h.transfer_syntax_uid,
-            "instance_number": h.instance_number, "path": row.rel_path,
-            "size_bytes": row.size, "source_ae": row.source_ae, "received_at": now,
-        }).first() is not None
-        if not inserted:
-            return IndexResult(inserted=False, new_series=False, reopened=False)
-        reopened = srow.state == "stable"
-        conn.execute(self._upd_series, {"b_uid": h.series_uid, "b_now": now})
-        if not (new_series or reopened):
-            # The common case, a further slice of a known series: only the time moves.
-            conn.execute(self._touch_study, {"b_uid": h.study_uid, "b_now": now})
-            return IndexResult(inserted=True, new_series=False, reopened=False)
-        study = conn.execute(self._sel_study, {"b_uid": h.study_uid}).one()
-        mods = [m for m in (study.modalities or "").split("\\") if m]
-        if h.modality and h.modality not in mods:
-            mods.append(h.modality)
-        status, reason = study.status, study.reason
-        if status in REOPENABLE:
-            status, reason = StudyStatus.RECEIVED.value, None
-        conn.execute(self._upd_study, {"b_uid": h.study_uid, "b_now": now,
-                                       "b_mods": "\\".join(mods), "b_status": status,
-                                       "b_reason": reason})
-        return IndexResult(inserted=True, new_series=new_series, reopened=reopened)
+            ops = _AlchemyRows(self, conn)
+            return [_add_one(ops, r, now) for r in rows]
 
     def add_quarantine(
         self, *, rel_path: str | None, reason: str, status_code: int, source_ae: str | None,
@@ -221,3 +182,94 @@ class InstanceIndex:
                 path=rel_path, reason=reason, status_code=status_code,
                 source_ae=(source_ae or "")[:16] or None, sop_instance_uid=sop, received_at=now,
             ))
+
+
+
+class _AlchemyRows:
+    """:class:`index_sqlite.Rows` on a SQLAlchemy connection (PostgreSQL, SQLite in memory)."""
+
+    def __init__(self, index: InstanceIndex, conn: Connection) -> None:
+        self.ix = index
+        self.conn = conn
+
+    def insert_study(self, values: dict[str, Any]) -> bool:
+        return self.conn.execute(self.ix._ins_study, values).first() is not None
+
+    def insert_series(self, values: dict[str, Any]) -> bool:
+        return self.conn.execute(self.ix._ins_series, values).first() is not None
+
+    def insert_instance(self, values: dict[str, Any]) -> bool:
+        return self.conn.execute(self.ix._ins_instance, values).first() is not None
+
+    def series_owner(self, series_uid: str) -> tuple[str, str]:
+        row = self.conn.execute(self.ix._sel_series, {"b_uid": series_uid}).one()
+        return str(row.study_uid), str(row.state)
+
+    def delete_study(self, study_uid: str) -> None:
+        self.conn.execute(self.ix._del_study, {"b_uid": study_uid})
+
+    def bump_series(self, series_uid: str, now: Any) -> None:
+        self.conn.execute(self.ix._upd_series, {"b_uid": series_uid, "b_now": now})
+
+    def touch_study(self, study_uid: str, now: Any) -> None:
+        self.conn.execute(self.ix._touch_study, {"b_uid": study_uid, "b_now": now})
+
+    def study_state(self, study_uid: str) -> tuple[str | None, str, str | None]:
+        row = self.conn.execute(self.ix._sel_study, {"b_uid": study_uid}).one()
+        return row.modalities, row.status, row.reason
+
+    def update_study(self, study_uid: str, now: Any, mods: str, status: str,
+                     reason: str | None) -> None:
+        self.conn.execute(self.ix._upd_study, {"b_uid": study_uid, "b_now": now,
+                                               "b_mods": mods, "b_status": status,
+                                               "b_reason": reason})
+
+
+def _add_one(ops: Rows, row: PendingRow, now: Any) -> IndexResult | st.DimseFailure:
+    """One instance's rows in the open transaction; ``now`` as the backend binds it."""
+    h, s = row.header, row.header.study
+    new_study = ops.insert_study({
+        "study_uid": h.study_uid, "patient_name": s.patient_name,
+        "patient_id": s.patient_id, "patient_birth_date": s.patient_birth_date,
+        "patient_sex": s.patient_sex, "accession_number": s.accession_number,
+        "study_date": s.study_date, "study_time": s.study_time,
+        "study_description": s.study_description, "modalities": h.modality or "",
+        "source_ae": row.source_ae, "source_node_id": row.node_id,
+        "first_received_at": now, "last_received_at": now,
+        "status": StudyStatus.RECEIVED.value, "revision": 0,
+    })
+    new_series = ops.insert_series({
+        "series_uid": h.series_uid, "study_uid": h.study_uid, "modality": h.modality,
+        "series_number": h.series_number, "series_description": h.series_description,
+        "body_part": h.body_part, "frame_of_reference_uid": h.frame_of_reference_uid,
+        "instance_count": 0, "first_received_at": now, "last_received_at": now,
+        "state": "receiving", "generation": 0,
+    })
+    owner, state = ops.series_owner(h.series_uid)
+    if owner != h.study_uid:
+        if new_study:  # undo only what this row added; the batch goes on
+            ops.delete_study(h.study_uid)
+        return st.DimseFailure(st.INCONSISTENT_STUDY, "series is indexed under another study")
+    inserted = ops.insert_instance({
+        "sop_instance_uid": h.sop_instance_uid, "series_uid": h.series_uid,
+        "study_uid": h.study_uid, "sop_class_uid": h.sop_class_uid,
+        "transfer_syntax_uid": h.transfer_syntax_uid,
+        "instance_number": h.instance_number, "path": row.rel_path,
+        "size_bytes": row.size, "source_ae": row.source_ae, "received_at": now,
+    })
+    if not inserted:
+        return IndexResult(inserted=False, new_series=False, reopened=False)
+    reopened = state == "stable"
+    ops.bump_series(h.series_uid, now)
+    if not (new_series or reopened):
+        # The common case, a further slice of a known series: only the time moves.
+        ops.touch_study(h.study_uid, now)
+        return IndexResult(inserted=True, new_series=False, reopened=False)
+    modalities, status, reason = ops.study_state(h.study_uid)
+    mods = [m for m in (modalities or "").split("\\") if m]
+    if h.modality and h.modality not in mods:
+        mods.append(h.modality)
+    if status in REOPENABLE:
+        status, reason = StudyStatus.RECEIVED.value, None
+    ops.update_study(h.study_uid, now, "\\".join(mods), status, reason)
+    return IndexResult(inserted=True, new_series=new_series, reopened=reopened)

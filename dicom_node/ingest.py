@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import struct
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from countyread.context import AppContext
 from countyread.db import utcnow
 from countyread.errors import StorageError
-from countyread.store import write_durable
+from countyread.store import fsync_dir, write_durable
 from countyread.uids import derive_uid
 from dicom_node import status as st
-from dicom_node.commit import GroupCommitter, write_file_synced
-from dicom_node.header import InstanceHeader, read_header
+from dicom_node.commit import GroupCommitter, move_synced_file, write_file_synced
+from dicom_node.fastpath.spool import Spool
+from dicom_node.header import InstanceHeader, read_header, read_header_head
 from dicom_node.index import InstanceIndex, PendingRow
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,18 @@ class StoreRequest:
     node_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SpooledRequest:
+    """One received C-STORE whose PS3.10 file (our meta + the data set) is in a spool."""
+
+    spool: Spool
+    transfer_syntax: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str | None = None
+    node_id: int | None = None
+
+
 class Ingestor:
     """Turns C-STORE requests into durable, indexed instances or quarantined failures."""
 
@@ -108,6 +124,58 @@ class Ingestor:
                                       "duration_ms": round((time.perf_counter() - t0) * 1e3, 2)})
         return outcome
 
+    def ingest_spooled(self, req: SpooledRequest) -> st.DimseOutcome:
+        """As :meth:`ingest`, for a data set the SCP already wrote to a spool file.
+
+        The spool file becomes the stored file (fsync, rename), so the data set is never
+        copied again; only its first bytes are parsed. The caller discards the spool.
+        """
+        t0 = time.perf_counter()
+        spool = req.spool
+        try:
+            if spool.error is not None:
+                raise StorageError(f"spool write failed: {spool.error.strerror or spool.error}")
+            header = read_header_head(
+                bytes(spool.head), spool.data_len, req.transfer_syntax, req.sop_class_uid,
+                req.sop_instance_uid, spool.read_data,
+            )
+            lock = self._uid_locks[hash(header.sop_instance_uid) % len(self._uid_locks)]
+            with lock:
+                outcome = self._store_spooled(req, header)
+        except st.DimseFailure as exc:
+            return self._refuse(req, exc.status, exc.comment, self._quarantine_spool(spool))
+        except (StorageError, OSError) as exc:
+            logger.error("store failed", extra={"error": str(exc)})
+            return self._refuse(req, st.OUT_OF_RESOURCES, "storage unavailable", None)
+        except Exception:
+            logger.exception("ingest failed", extra={"sop_instance_uid": _safe(req)})
+            return self._refuse(req, st.PROCESSING_FAILURE, "internal error while storing",
+                                self._quarantine_spool(spool))
+        logger.debug("stored", extra={"sop_instance_uid": header.sop_instance_uid,
+                                      "duration_ms": round((time.perf_counter() - t0) * 1e3, 2)})
+        return outcome
+
+    def _store_spooled(self, req: SpooledRequest, h: InstanceHeader) -> st.DimseOutcome:
+        known = self.index.precheck(h)
+        if known is not None:
+            self._compare_duplicate(known.path, req.spool.read_data(), h)
+            return st.DimseOutcome(st.SUCCESS)
+        spool = req.spool
+        assert spool.path is not None
+        path = self.ctx.store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
+        spool_path = spool.path
+        spool.sync()
+        move_synced_file(spool_path, path)
+        spool.claimed()
+
+        def give_back(stored: Path) -> None:
+            # A refused instance keeps its bytes in quarantine, as on the classic path.
+            os.replace(stored, spool_path)
+            spool.path = spool_path
+
+        return self._index(h, path, spool.meta_len + spool.data_len, req.calling_ae,
+                           req.node_id, on_refused=give_back)
+
     def _store(self, req: StoreRequest, h: InstanceHeader) -> st.DimseOutcome:
         meta = encode_file_meta(h.sop_class_uid, h.sop_instance_uid, h.transfer_syntax_uid,
                                 req.calling_ae)
@@ -115,17 +183,26 @@ class Ingestor:
         if known is not None:
             self._compare_duplicate(known.path, req.data, h)
             return st.DimseOutcome(st.SUCCESS)
-        store = self.ctx.store
-        path = store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
+        path = self.ctx.store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
         # store.write() would fsync the directory per file; splitting the steps lets
         # concurrent associations share that fsync and the index commit (commit.py).
         size = write_file_synced(path, [meta, req.data])
-        row = PendingRow(h, store.relative(path), size, req.calling_ae, req.node_id)
+        return self._index(h, path, size, req.calling_ae, req.node_id)
+
+    def _index(self, h: InstanceHeader, path: Path, size: int, calling_ae: str | None,
+               node_id: int | None, *,
+               on_refused: Callable[[Path], None] | None = None) -> st.DimseOutcome:
+        """Index a file that is durable under ``path``; the group commit fsyncs its
+        directory first. Answers Success only once both are durable."""
+        row = PendingRow(h, self.ctx.store.relative(path), size, calling_ae, node_id)
         try:
             result = self.committer.commit(row, path.parent)
         except Exception as exc:
             # Not indexed means not received: do not leave an orphan file behind.
-            path.unlink(missing_ok=True)
+            if isinstance(exc, st.DimseFailure) and on_refused is not None:
+                on_refused(path)
+            else:
+                path.unlink(missing_ok=True)
             if isinstance(exc, st.DimseFailure):
                 raise
             raise StorageError(f"index write failed: {type(exc).__name__}") from exc
@@ -133,7 +210,7 @@ class Ingestor:
             logger.info("series receiving", extra={"study_uid": h.study_uid,
                                                     "series_uid": h.series_uid,
                                                     "modality": h.modality,
-                                                    "source_ae": req.calling_ae})
+                                                    "source_ae": calling_ae})
         if result.reopened:
             logger.info("late instance re-opened series", extra={"series_uid": h.series_uid})
         return st.DimseOutcome(st.SUCCESS)
@@ -158,7 +235,7 @@ class Ingestor:
         rel: str | None = None
         qdir = self.ctx.settings.quarantine_dir
         if keep and req.data:
-            name = f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.dcm"
+            name = _quarantine_name()
             try:
                 meta = encode_file_meta(req.sop_class_uid, req.sop_instance_uid,
                                         req.transfer_syntax, req.calling_ae)
@@ -166,6 +243,27 @@ class Ingestor:
                 rel = name
             except Exception:
                 logger.exception("could not keep quarantined bytes")
+        return self._refuse(req, status, comment, rel)
+
+    def _quarantine_spool(self, spool: Spool) -> str | None:
+        """Keep a refused data set: its spool file (same bytes as :meth:`_reject` writes)
+        is fsynced and renamed into the quarantine directory, which is then fsynced."""
+        if not spool.data_len or spool.error is not None or spool.path is None:
+            return None
+        qdir = self.ctx.settings.quarantine_dir
+        name = _quarantine_name()
+        try:
+            spool.sync()
+            move_synced_file(spool.path, qdir / name)
+            spool.claimed()
+            fsync_dir(qdir)
+        except Exception:
+            logger.exception("could not keep quarantined bytes")
+            return None
+        return name
+
+    def _refuse(self, req: StoreRequest | SpooledRequest, status: int, comment: str,
+                rel: str | None) -> st.DimseOutcome:
         try:
             self.index.add_quarantine(rel_path=rel, reason=comment, status_code=status,
                                       source_ae=req.calling_ae,
@@ -187,7 +285,11 @@ def _dataset_part(file_bytes: bytes) -> bytes:
     return file_bytes[144 + group_length:]
 
 
-def _safe(req: StoreRequest) -> str:
+def _quarantine_name() -> str:
+    return f"{utcnow().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.dcm"
+
+
+def _safe(req: StoreRequest | SpooledRequest) -> str:
     """A request UID fit for a log line (it is untrusted input)."""
     uid = req.sop_instance_uid or ""
     return uid[:64] if all(c.isdigit() or c == "." for c in uid) else "<invalid>"

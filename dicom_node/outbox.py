@@ -1,8 +1,8 @@
 """Durable outbox: signed results go back by C-STORE, per destination, with retries.
 
 One ``deliveries`` row per (study, node, revision), created at sign-off only (DESIGN.md
-section 4: nothing leaves before sign-off; the per-node urgent-alert exception,
-``settings.send_before_signoff_urgent``, is not implemented yet). Its ``objects`` list
+section 4: nothing leaves before sign-off; the per-node urgent-alert exception lives in
+:mod:`dicom_node.alerts` and rides on these rows as revision 0). Its ``objects`` list
 records each object's own outcome, so a retry sends only what the peer has not yet
 accepted, and the peer de-duplicates by SOP Instance UID anyway.
 
@@ -34,7 +34,8 @@ from countyread.db import deliveries, studies, utcnow
 from countyread.domain import NodeKind, StudyStatus
 from countyread.errors import NotFoundError
 from countyread.nodes import Node, get_node, list_nodes
-from dicom_node.results.builder import ResultObject, build_results, warm_up
+from dicom_node.alerts import schedule_due_alerts
+from dicom_node.results.builder import build_results, warm_up
 from dicom_node.scu import send_paths
 
 logger = logging.getLogger(__name__)
@@ -84,19 +85,6 @@ def scu_sender(node: Node, paths: Sequence[Path], calling_ae: str) -> list[Objec
     assert node.host is not None and node.port is not None
     results = send_paths(node.host, node.port, node.ae_title, list(paths), calling_ae=calling_ae)
     return [ObjectOutcome(r.status, r.error_comment) for r in results]
-
-
-def _object_entry(o: ResultObject) -> dict[str, Any]:
-    return {
-        "family": o.family,
-        "sop_class_uid": o.sop_class_uid,
-        "sop_instance_uid": o.sop_instance_uid,
-        "series_uid": o.series_uid,
-        "path": o.path,
-        "status": "pending",
-        "dimse_status": None,
-        "error": None,
-    }
 
 
 def _destinations(ctx: AppContext, source_node_id: int | None) -> list[Node]:
@@ -155,7 +143,7 @@ def schedule_delivery(ctx: AppContext, study_uid: str) -> list[int]:
                         study_uid=study_uid,
                         node_id=node.id,
                         revision=result.revision,
-                        objects=[_object_entry(o) for o in objects],
+                        objects=[o.delivery_entry() for o in objects],
                         state="pending",
                         attempts=0,
                         next_attempt_at=utcnow(),
@@ -263,7 +251,8 @@ class Outbox:
             _wakeup.wait(self.poll_s)
 
     def tick(self) -> int:
-        """Attempt every delivery that is due now; return how many were attempted."""
+        """Queue due alerts, attempt every delivery due now; return how many attempted."""
+        schedule_due_alerts(self.ctx)
         now = utcnow()
         with self.ctx.db.begin() as conn:
             due = list(

@@ -1,4 +1,9 @@
-"""The DICOM node: C-ECHO, C-STORE and MPPS SCP on pynetdicom.
+"""The DICOM node: C-ECHO, C-STORE and MPPS SCP.
+
+Two protocol engines serve the same handlers (setting ``dicom_engine``): ``fast``, our
+own upper layer (:mod:`dicom_node.fastpath`), which writes each C-STORE data set to a
+spool file as its fragments arrive and renames that file into the store, and
+``pynetdicom``, the reference implementation it is tested against.
 
 Association acceptance (PS3.8 7.1.1): a calling AE title that is not a known, active
 node is refused with A-ASSOCIATE-RJ (rejected-permanent, service-user, "calling AE title
@@ -24,7 +29,17 @@ from countyread.context import AppContext
 from countyread.errors import ConfigurationError
 from countyread.nodes import find_by_ae
 from dicom_node import status as st
-from dicom_node.ingest import Ingestor, StoreRequest
+from dicom_node.commitment import STORAGE_COMMITMENT_SOP_CLASS, CommitmentReporter, CommitmentScp
+from dicom_node.fast_services import NodeServices
+from dicom_node.fastpath.association import Timeouts
+from dicom_node.fastpath.server import FastServer
+from dicom_node.fastpath.spool import clear_spool_dir
+from dicom_node.ingest import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    Ingestor,
+    StoreRequest,
+)
 from dicom_node.mpps import MppsScp
 from dicom_node.sop import (
     EXPLICIT_VR_BE,
@@ -60,7 +75,10 @@ class DicomNode:
         self.ctx = ctx
         self.ingestor = Ingestor(ctx)
         self.mpps = MppsScp(ctx)
+        self.commitment = CommitmentScp(ctx)
+        self.reporter = CommitmentReporter(ctx)
         self._server: ThreadedAssociationServer | None = None
+        self._fast: FastServer | None = None
         self._ae: AE | None = None
         # node id per association, resolved once at acceptance
         self._nodes: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
@@ -68,9 +86,15 @@ class DicomNode:
 
     @property
     def port(self) -> int:
+        if self._fast is not None:
+            return self._fast.server_address[1]
         if self._server is None:
             raise RuntimeError("the node is not started")
         return int(self._server.server_address[1])
+
+    @property
+    def engine(self) -> str:
+        return self.ctx.settings.dicom_engine
 
     @property
     def ae_title(self) -> str:
@@ -90,6 +114,7 @@ class DicomNode:
             VERIFICATION_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE]
         )
         ae.add_supported_context(MPPS_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE])
+        ae.add_supported_context(STORAGE_COMMITMENT_SOP_CLASS, [EXPLICIT_VR_LE, IMPLICIT_VR_LE])
         return ae
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -109,6 +134,38 @@ class DicomNode:
 
     def start(self) -> None:
         """Bind and serve in background threads."""
+        if self.engine == "fast":
+            self._start_fast()
+        else:
+            self._start_pynetdicom()
+        self.reporter.start()
+        s = self.ctx.settings
+        logger.info("DICOM node listening", extra={"ae_title": s.ae_title, "port": self.port,
+                                                    "tls": s.tls_cert is not None,
+                                                    "engine": self.engine})
+
+    def _start_fast(self) -> None:
+        s = self.ctx.settings
+        ssl_context = self._ssl_context()
+        services = NodeServices(self)
+        removed = clear_spool_dir(services.spool_dir)
+        if removed:
+            logger.info("removed unacknowledged spool files", extra={"count": removed})
+        try:
+            server = FastServer(
+                (s.dicom_host, s.dicom_port), services,
+                timeouts=Timeouts(artim_s=30.0, network_s=max(s.dimse_timeout_s, 60.0)),
+                max_associations=s.max_associations, impl_uid=IMPLEMENTATION_CLASS_UID,
+                impl_version=IMPLEMENTATION_VERSION, ssl_context=ssl_context,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {s.dicom_host}:{s.dicom_port}: {exc.strerror or exc}"
+            ) from exc
+        server.start()
+        self._fast = server
+
+    def _start_pynetdicom(self) -> None:
         s = self.ctx.settings
         ae = self._make_ae()
         handlers: list[Any] = [
@@ -118,6 +175,7 @@ class DicomNode:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_N_CREATE, self.mpps.on_create),
             (evt.EVT_N_SET, self.mpps.on_set),
+            (evt.EVT_N_ACTION, self._on_action),
         ]
         try:
             server = ae.start_server(
@@ -130,10 +188,12 @@ class DicomNode:
             ) from exc
         assert server is not None
         self._ae, self._server = ae, server
-        logger.info("DICOM node listening", extra={"ae_title": s.ae_title, "port": self.port,
-                                                    "tls": s.tls_cert is not None})
 
     def stop(self) -> None:
+        self.reporter.stop()
+        if self._fast is not None:
+            self._fast.shutdown()
+            self._fast = None
         if self._server is not None:
             self._server.shutdown()
             self._server = None
@@ -151,21 +211,28 @@ class DicomNode:
         except (AttributeError, OSError):
             logger.debug("could not set TCP_NODELAY")
 
-    def _on_requested(self, event: Any) -> None:
-        assoc = event.assoc
-        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+    def admit(self, calling: str, peer: str) -> tuple[bool, int | None]:
+        """(accepted, node id) for a calling AE title: the allow-list (PS3.8 7.1.1)."""
         try:
             node = find_by_ae(self.ctx.db, calling) if calling else None
         except Exception:
             logger.exception("node lookup failed")
             node = None
-        known = node is not None and node.active
-        with self._lock:
-            self._nodes[assoc] = node.id if node is not None and node.active else None
-        if known or self.ctx.settings.accept_any_ae:
-            return
+        node_id = node.id if node is not None and node.active else None
+        if node_id is not None or self.ctx.settings.accept_any_ae:
+            return True, node_id
         logger.warning("association rejected: calling AE title not recognised",
-                       extra={"calling_ae": calling[:16], "peer": assoc.requestor.address})
+                       extra={"calling_ae": calling[:16], "peer": peer})
+        return False, None
+
+    def _on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
+        accepted, node_id = self.admit(calling, str(assoc.requestor.address))
+        with self._lock:
+            self._nodes[assoc] = node_id
+        if accepted:
+            return
         assoc.acse.send_reject(_REJECTED_PERMANENT, _SERVICE_USER, _CALLING_AE_NOT_RECOGNISED)
         # As pynetdicom's own rejection path does: wait until the DUL has sent the
         # A-ASSOCIATE-RJ and the peer closed, else the socket is shut before it leaves.
@@ -174,6 +241,18 @@ class DicomNode:
 
     def _on_echo(self, event: Any) -> int:
         return st.SUCCESS
+
+    def _on_action(self, event: Any) -> tuple[Dataset | int, Dataset | None]:
+        """N-ACTION: Storage Commitment requests (dicom_node/commitment.py)."""
+        try:
+            with self._lock:
+                node_id = self._nodes.get(event.assoc)
+            calling = str(event.assoc.requestor.ae_title or "").strip()
+            info = event.action_information
+        except Exception:  # an undecodable action information data set
+            logger.exception("N-ACTION request unreadable")
+            return st.PROCESSING_FAILURE, None
+        return self.commitment.on_action(calling, node_id, event.action_type, info)
 
     def _on_store(self, event: Any) -> Dataset | int:
         try:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -28,7 +29,7 @@ from countyread.context import AppContext
 from countyread.store import write_durable
 from countyread.uids import derive_uid, validate_uid
 from dicom_node.results.common import MANUFACTURER, Family, SignedStudy
-from dicom_node.results.inputs import load_signed_study
+from dicom_node.results.inputs import load_alert_study, load_signed_study
 from dicom_node.results.ko import build_kos
 from dicom_node.results.render import build_cta_renders
 from dicom_node.results.sc import build_key_images
@@ -62,6 +63,19 @@ class ResultObject:
     sop_instance_uid: str
     series_uid: str
     path: str
+
+    def delivery_entry(self) -> dict[str, Any]:
+        """The object's row in a delivery's ``objects`` list, not yet sent."""
+        return {
+            "family": self.family,
+            "sop_class_uid": self.sop_class_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "series_uid": self.series_uid,
+            "path": self.path,
+            "status": "pending",
+            "dimse_status": None,
+            "error": None,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +181,33 @@ def warm_up() -> None:
 
 def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
     """Build (once) and durably write every result object of the signed revision."""
-    results_dir = ctx.settings.results_dir
     signed = load_signed_study(ctx, study_uid)
+    return _write_once(ctx, signed, lambda: build_datasets(
+        signed, _previous_sr(ctx.settings.results_dir, signed)))
+
+
+def build_alert(ctx: AppContext, study_uid: str) -> ResultSet:
+    """Build (once) the unreviewed alert of a study: key images and an SR, revision 0.
+
+    Both say on their face that no radiologist verified them (SC caption and series
+    description, SR PRELIMINARY + UNVERIFIED with the algorithm as the only observer).
+    No SEG or KOS: an alert points at the images; the signed revision carries the rest.
+    """
+    signed = load_alert_study(ctx, study_uid)
+
+    def datasets() -> list[tuple[Family, Dataset]]:
+        key_images = build_key_images(signed)
+        sr = build_sr(signed, _sr_evidence(signed), None, {}, [])
+        return [*((Family.SC, sc) for sc in key_images), (Family.SR, sr)]
+
+    return _write_once(ctx, signed, datasets)
+
+
+def _write_once(
+    ctx: AppContext, signed: SignedStudy, datasets: Callable[[], list[tuple[Family, Dataset]]]
+) -> ResultSet:
+    results_dir = ctx.settings.results_dir
+    study_uid = signed.study_uid
     rev_dir = revision_dir(results_dir, study_uid, signed.revision)
     manifest = rev_dir / "manifest.json"
     existing = _read_manifest(manifest)
@@ -176,7 +215,7 @@ def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
         return existing
     started = time.perf_counter()
     objects = []
-    for family, ds in build_datasets(signed, _previous_sr(results_dir, signed)):
+    for family, ds in datasets():
         sop = validate_uid(str(ds.SOPInstanceUID), "SOPInstanceUID")
         path = rev_dir / family.value / f"{sop}.dcm"
         write_durable(path, _encode(ds))
@@ -206,6 +245,7 @@ def build_results(ctx: AppContext, study_uid: str) -> ResultSet:
         extra={
             "study_uid": study_uid,
             "revision": signed.revision,
+            "preliminary": signed.preliminary,
             "objects": len(objects),
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         },

@@ -156,6 +156,8 @@ class SignedStudy:
     #: (pipeline, analysis artifacts dir) of the analyses behind the findings, where
     #: plug-in series builders (CTA renders) find their images.
     artifacts: tuple[tuple[str, Path], ...] = ()
+    #: An unreviewed AI alert sent before sign-off (revision 0): unverified, said so.
+    preliminary: bool = False
 
     @property
     def model_key(self) -> str:

@@ -140,8 +140,27 @@ def _source_series(
     return SourceSeries(series_uid, for_uid, ordered, paths, cache)
 
 
+#: The pseudo-reviewer of an unreviewed alert: the service itself (no person verified it).
+ALERT_AUTHOR = Reviewer("countyread", "CountyRead AI")
+#: Verdicts an unreviewed alert carries: everything the AI said that nobody rejected yet.
+ALERTED = ("pending", *CONFIRMED)
+
+
 def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
     """Read the signed revision of ``study_uid``; ConflictError when it is not signed."""
+    return _load(ctx, study_uid, alert=False)
+
+
+def load_alert_study(ctx: AppContext, study_uid: str) -> SignedStudy:
+    """The AI's unreviewed findings as a preliminary (revision 0) result for an alert.
+
+    Only for the per-node urgent-alert exception (DESIGN.md section 4); the objects built
+    from it say on their face that no radiologist has verified them.
+    """
+    return _load(ctx, study_uid, alert=True)
+
+
+def _load(ctx: AppContext, study_uid: str, *, alert: bool) -> SignedStudy:
     with ctx.db.begin() as conn:
         study = (
             conn.execute(select(studies).where(studies.c.study_uid == study_uid)).mappings().first()
@@ -151,7 +170,7 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
         report = (
             conn.execute(select(reports).where(reports.c.study_uid == study_uid)).mappings().first()
         )
-        if report is None or not report["signed_by"]:
+        if not alert and (report is None or not report["signed_by"]):
             raise ConflictError("study is not signed; nothing leaves before sign-off")
         rows = list(
             conn.execute(
@@ -171,12 +190,14 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             if r["source"] == "ai" and r["analysis_id"] is not None:
                 order[r["id"]] = per_analysis.get(r["analysis_id"], 0)
                 per_analysis[r["analysis_id"]] = order[r["id"]] + 1
-        reviewer = _reviewer(conn, report["signed_by"])
+        reviewer = ALERT_AUTHOR if alert or report is None else _reviewer(
+            conn, report["signed_by"])
+        wanted_verdicts = ALERTED if alert else CONFIRMED
         arrays = _Arrays()
         confirmed: list[ConfirmedFinding] = []
         slice_orders: dict[str, list[str]] = {}
         for r in rows:
-            if r["verdict"] not in CONFIRMED:
+            if r["verdict"] not in wanted_verdicts or (alert and r["source"] != "ai"):
                 continue
             analysis = analysis_rows.get(r["analysis_id"])
             art_dir = analysis["artifacts_dir"] if analysis else None
@@ -251,21 +272,25 @@ def load_signed_study(ctx: AppContext, study_uid: str) -> SignedStudy:
             study["study_time"],
             study["study_description"],
         )
-        lang = report["language"] or "zh"
-        text = report["impression_text"] if lang == "zh" else report["impression_text_en"]
+        text = None
+        if report is not None and not alert:
+            lang = report["language"] or "zh"
+            text = report["impression_text"] if lang == "zh" else report["impression_text_en"]
+    revision = 0 if alert else int(study["revision"])
     logger.info(
-        "signed study loaded",
-        extra={"study_uid": study_uid, "revision": study["revision"], "findings": len(confirmed)},
+        "alert study loaded" if alert else "signed study loaded",
+        extra={"study_uid": study_uid, "revision": revision, "findings": len(confirmed)},
     )
     return SignedStudy(
         study_uid=study_uid,
-        revision=int(study["revision"]),
+        revision=revision,
         patient=patient,
         reviewer=reviewer,
-        signed_at=report["signed_at"],
+        signed_at=None if alert or report is None else report["signed_at"],
         findings=tuple(confirmed),
         sources=tuple(sources),
         models=tuple(sorted(models.values(), key=lambda m: m.name)),
         report_text=text,
         artifacts=artifacts,
+        preliminary=alert,
     )

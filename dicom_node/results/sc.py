@@ -201,10 +201,16 @@ def rgb_secondary_capture(
     return sc
 
 
+#: Burned into every key image of an unreviewed alert, first line, so that an old
+#: township console shows it whatever it does with the header.
+ALERT_LINES = ("AI 危急提示 未经医师审核", "AI ALERT - NOT REVIEWED BY A RADIOLOGIST")
+
+
 def build_key_images(signed: SignedStudy) -> list[Dataset]:
     """One SC per confirmed finding that has a key image, numbered by finding order."""
     out: list[Dataset] = []
     series_uid = signed.uid(Family.SC, "series")
+    alert = list(ALERT_LINES) if signed.preliminary else []
     for f in signed.findings:
         if f.key_image is None:
             continue
@@ -212,14 +218,14 @@ def build_key_images(signed: SignedStudy) -> list[Dataset]:
         out.append(
             rgb_secondary_capture(
                 signed,
-                _render(f.key_image, [zh, en]),
+                _render(f.key_image, [*alert, zh, en]),
                 series_uid=series_uid,
                 number=series_number(Family.SC, signed.revision),
                 sop_uid=signed.uid(Family.SC, "instance", f.id),
                 instance_number=f.number,
-                description="AI key images",
+                description="AI ALERT not reviewed" if alert else "AI key images",
                 # The radiologist's note travels in ImageComments, not in the pixels.
-                comments=" / ".join(c for c in (zh, en, f.comment or "") if c),
+                comments=" / ".join(c for c in (*alert, zh, en, f.comment or "") if c),
             )
         )
     logger.info("key images built", extra={"study_uid": signed.study_uid, "count": len(out)})

@@ -49,14 +49,6 @@ _DEFAULT_HALF_MM = 2.0
 
 
 def _observation_context(signed: SignedStudy) -> hd.sr.ObservationContext:
-    person = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Person,
-        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name=person_name(signed.reviewer.display_name),
-            login_name=signed.reviewer.username,
-            organization_name=REVIEW_CENTER,
-        ),
-    )
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -64,6 +56,17 @@ def _observation_context(signed: SignedStudy) -> hd.sr.ObservationContext:
             name="CountyRead",
             manufacturer_name=MANUFACTURER,
             model_name=signed.model_key[:64],
+        ),
+    )
+    if signed.preliminary:
+        # An unreviewed alert: the algorithm is the only observer (TID 1002).
+        return hd.sr.ObservationContext(observer_device_context=device)
+    person = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+            name=person_name(signed.reviewer.display_name),
+            login_name=signed.reviewer.username,
+            organization_name=REVIEW_CENTER,
         ),
     )
     return hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device)
@@ -245,14 +248,18 @@ def build_sr(
         instance_number=1,
         manufacturer=MANUFACTURER,
         is_complete=True,
-        is_final=True,
-        is_verified=True,
+        # An alert is PRELIMINARY and UNVERIFIED (PS3.3 C.17.2): no radiologist signed it.
+        is_final=not signed.preliminary,
+        is_verified=not signed.preliminary,
         institution_name=REVIEW_CENTER,
-        verifying_observer_name=person_name(signed.reviewer.display_name),
-        verifying_organization=REVIEW_CENTER,
+        verifying_observer_name=(
+            None if signed.preliminary else person_name(signed.reviewer.display_name)),
+        verifying_organization=None if signed.preliminary else REVIEW_CENTER,
         previous_versions=previous or None,
         contributing_equipment=contributing_equipment(signed.models),
-        series_description=f"AI findings SR r{signed.revision}",
+        series_description=(
+            "AI ALERT SR - not reviewed" if signed.preliminary
+            else f"AI findings SR r{signed.revision}"),
         specific_character_set="ISO_IR 192",
     )
     apply_patient(sr, signed.patient)

@@ -64,9 +64,18 @@ def make_ctx(data_dir: Path, **overrides: Any) -> AppContext:
     return AppContext.create(settings)
 
 
+#: Both protocol engines serve every node test (setting ``dicom_engine``).
+ENGINES = ("fast", "pynetdicom")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture()
-def ctx(tmp_path: Path) -> Iterator[AppContext]:
-    context = make_ctx(tmp_path / "var")
+def ctx(tmp_path: Path, engine: str) -> Iterator[AppContext]:
+    context = make_ctx(tmp_path / "var", dicom_engine=engine)
     add_node(context.db, name="Township 1 hospital", ae_title=SCU_AE)
     yield context
     context.close()

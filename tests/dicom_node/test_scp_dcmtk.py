@@ -55,8 +55,8 @@ def test_unknown_ae_rejected_with_reason(node: DicomNode) -> None:
     assert "Rejected Permanent" in out.stderr
 
 
-def test_accept_any_ae(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path / "var", accept_any_ae=True)
+def test_accept_any_ae(tmp_path: Path, engine: str) -> None:
+    ctx = make_ctx(tmp_path / "var", accept_any_ae=True, dicom_engine=engine)
     node = DicomNode(ctx)
     node.start()
     try:
@@ -165,7 +165,7 @@ def test_real_ct_arrives_complete(node: DicomNode, ctx: AppContext, tmp_path: Pa
         # byte identity is checked below with a sender that sends the file's bytes.
         assert dcmread(stored) == ds
 
-    other = make_ctx(tmp_path / "raw")
+    other = make_ctx(tmp_path / "raw", dicom_engine=ctx.settings.dicom_engine)
     add_node(other.db, name="t", ae_title=SCU_AE)
     node2 = DicomNode(other)
     node2.start()

@@ -60,9 +60,10 @@ def pki(tmp_path: Path) -> dict[str, Path]:
             "cli_key": cli_key}
 
 
-def test_tls_requires_client_certificate(tmp_path: Path, pki: dict[str, Path]) -> None:
+def test_tls_requires_client_certificate(tmp_path: Path, pki: dict[str, Path],
+                                         engine: str) -> None:
     ctx = make_ctx(tmp_path / "var", tls_cert=pki["srv_crt"], tls_key=pki["srv_key"],
-                   tls_ca=pki["ca"])
+                   tls_ca=pki["ca"], dicom_engine=engine)
     add_node(ctx.db, name="t", ae_title=SCU_AE)
     node = DicomNode(ctx)
     node.start()
@@ -86,10 +87,12 @@ def test_tls_requires_client_certificate(tmp_path: Path, pki: dict[str, Path]) -
     ctx.close()
 
 
-def test_tls_bad_key_is_a_clear_configuration_error(tmp_path: Path, pki: dict[str, Path]) -> None:
+def test_tls_bad_key_is_a_clear_configuration_error(tmp_path: Path, pki: dict[str, Path],
+                                                    engine: str) -> None:
     from countyread.errors import ConfigurationError
 
-    ctx = make_ctx(tmp_path / "var", tls_cert=pki["srv_crt"], tls_key=pki["cli_key"])
+    ctx = make_ctx(tmp_path / "var", tls_cert=pki["srv_crt"], tls_key=pki["cli_key"],
+                   dicom_engine=engine)
     with pytest.raises(ConfigurationError, match="TLS"):
         DicomNode(ctx).start()
     ctx.close()

@@ -70,6 +70,8 @@ class OrthancPeer:
     ae_title: str = "ORTHANC"
     dicom_port: int = 4242
     http_port: int = 8042
+    #: Merged into the configuration at start (e.g. DicomModalities for a test).
+    extra_config: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +106,7 @@ class OrthancPeer:
             "Plugins": [],
             "StableAge": 3600,
             "LuaScripts": [str(self.workdir / "count.lua")],
+            **self.extra_config,
         }
 
     def start(self, timeout_s: float = 30.0) -> None:
@@ -162,6 +165,12 @@ class OrthancPeer:
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=5) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+
+    def post(self, path: str, body: Any) -> Any:
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode("utf-8"),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read().decode("utf-8"))
 
     def file(self, instance_id: str) -> bytes:
