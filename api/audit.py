@@ -10,9 +10,10 @@ from countyread.db import audit, utcnow
 
 #: Actions written by the API; kept as one list so the audit page can filter on them.
 ACTIONS = (
-    "login", "login_failed", "list", "view", "view_image", "claim", "release", "review",
+    "login", "login_failed", "login_locked", "list", "view", "view_image", "claim",
+    "release", "review",
     "add_finding", "report_edit", "report_view", "sign", "export", "amend", "resend",
-    "deliveries_view", "node_add", "user_add", "audit_view",
+    "deliveries_view", "node_add", "user_add", "audit_view", "prune",
 )
 
 

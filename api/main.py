@@ -22,13 +22,20 @@ from api.routes import (
     nodes,
     reports,
     studies,
+    system,
     users,
+    viewer,
     worklist,
 )
 from api.schemas import Health
 from countyread import __version__
 from countyread.context import AppContext
-from countyread.errors import AuthenticationError, CountyReadError, StorageError
+from countyread.errors import (
+    AuthenticationError,
+    CountyReadError,
+    StorageError,
+    TooManyRequestsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,11 @@ async def _countyread_error(_request: Request, exc: Exception) -> JSONResponse:
     status = exc.http_status
     if status >= 500:
         logger.error("request failed", extra={"error": type(exc).__name__})
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, TooManyRequestsError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
@@ -57,7 +68,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(CountyReadError, _countyread_error)
     for module in (auth, users, worklist, studies, findings, reports, deliveries, nodes,
-                   audit, events):
+                   audit, events, viewer, system):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

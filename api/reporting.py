@@ -73,11 +73,19 @@ def _fmt(value: float | None) -> str:
 
 
 def _location(attrs: Mapping[Any, Any]) -> tuple[str, str]:
-    for key in ("lobe", "location", "side"):
+    # The lobe when known, else the side; "location" of AI CT findings is lung /
+    # juxtapleural (a position, not a place), so it only qualifies the side.
+    for key in ("lobe", "side", "location"):
         raw = attrs.get(key)
-        if raw:
-            name = str(raw).strip().lower().replace(" ", "_")
-            return _LOBES.get(name, (str(raw), str(raw)))
+        name = str(raw or "").strip().lower().replace(" ", "_")
+        if name in _LOBES:
+            zh, en = _LOBES[name]
+            if key == "side" and str(attrs.get("location", "")).lower() == "juxtapleural":
+                return f"{zh}胸膜下", f"{en}, juxtapleural"
+            return zh, en
+    raw = attrs.get("lobe") or attrs.get("location")
+    if raw and str(raw).strip().lower() not in ("lung", "juxtapleural"):
+        return str(raw), str(raw)
     return ("肺内", "the lung")
 
 
@@ -94,6 +102,37 @@ def _nodule_category(f: Mapping[Any, Any]) -> str | None:
     attrs = f.get("attributes") or {}
     size = clinical.nodule_size(f.get("measurements") or [])
     return clinical.lung_rads_baseline(clinical.nodule_type(attrs), size, _peripheral(attrs))
+
+
+def _value(measurements: Sequence[Any], name: str) -> float | None:
+    for m in measurements or []:
+        if isinstance(m, Mapping) and m.get("name") == name:
+            try:
+                return float(m["value"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
+
+
+def _change(f: Mapping[Any, Any]) -> tuple[str, str]:
+    """Comparison with the prior CT (inference.ct_nodule.priors), zh and en; "" if none."""
+    attrs = f.get("attributes") or {}
+    change, when = attrs.get("change"), attrs.get("prior_date") or "?"
+    grown = _value(f.get("measurements") or [], "diameter_change")
+    vdt = _value(f.get("measurements") or [], "volume_doubling_time")
+    vz = f"，体积倍增时间约 {vdt:.0f} 天" if vdt else ""
+    ve = f", volume doubling time about {vdt:.0f} days" if vdt else ""
+    if change == "new":
+        return f"较 {when} 前片为新发", f"new since the prior CT of {when}"
+    if change == "growing" and grown is not None:
+        return (f"较 {when} 前片平均径增大 {grown:.1f} mm{vz}",
+                f"grown {grown:.1f} mm in mean diameter since {when}{ve}")
+    if change == "stable":
+        return f"与 {when} 前片比较无明显变化", f"stable since {when}"
+    if change == "baseline" and grown is not None and grown > 0:
+        return (f"较 {when} 前片平均径增大 {grown:.1f} mm{vz}",
+                f"{grown:.1f} mm larger than on {when}{ve}")
+    return "", ""
 
 
 def _nodules(found: Sequence[Mapping[Any, Any]]) -> tuple[Lines, Lines, Lines, Lines, str | None]:
@@ -121,6 +160,9 @@ def _nodules(found: Sequence[Mapping[Any, Any]]) -> tuple[Lines, Lines, Lines, L
         if size.volume_mm3 is not None:
             sz.append(f"体积约 {size.volume_mm3:.0f} mm³")
             se.append(f"volume {size.volume_mm3:.0f} mm³")
+        chz, che = _change(f)
+        sz.append(chz)
+        se.append(che)
         cz = f"，Lung-RADS {cat} 类" if cat else ""
         ce = f", Lung-RADS {cat}" if cat else ""
         fz.append(f"{i}. {lz}见{tz}，" + "，".join(s for s in sz if s) + f"{cz}。")

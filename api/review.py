@@ -18,7 +18,16 @@ from api import clinical, reporting
 from api.deps import User
 from api.queries import active_claimant
 from api.schemas import FindingCreate, FindingReview
-from countyread.db import finding_revisions, findings, reports, series, studies, utcnow
+from countyread.db import (
+    audit,
+    finding_revisions,
+    findings,
+    instances,
+    reports,
+    series,
+    studies,
+    utcnow,
+)
 from countyread.domain import Role, StudyStatus
 from countyread.errors import ConflictError, InvalidInputError, NotFoundError
 from countyread.settings import Settings
@@ -227,6 +236,15 @@ def amend(conn: Connection, settings: Settings, user: User, study: Mapping[Any, 
     """Reopen a signed study for review by ``user``; the next sign makes a new revision."""
     if study["status"] not in FROZEN:
         raise ConflictError(f"study is {study['status']}; only a signed study can be amended")
+    pruned = conn.execute(select(audit.c.id).where(
+        audit.c.study_uid == study["study_uid"], audit.c.action == "prune").limit(1)).first()
+    held = conn.execute(select(instances.c.sop_instance_uid).where(
+        instances.c.study_uid == study["study_uid"]).limit(1)).first()
+    if pruned is not None and held is None:  # images re-sent after a prune: fine again
+        # Retention removed the source images (countyread/retention.py): new results
+        # could not reference them. The signed results stay in PACS, which can amend.
+        raise ConflictError("source images were removed by retention; amend in PACS "
+                            "/ 原始图像已按保存期限清理，请在 PACS 中修订")
     now = utcnow()
     res = conn.execute(update(studies).where(
         studies.c.study_uid == study["study_uid"], studies.c.status.in_(FROZEN),

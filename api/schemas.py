@@ -270,7 +270,8 @@ class NodeCreate(BaseModel):
     host: str | None = Field(default=None, max_length=255)
     port: int | None = Field(default=None, ge=1, le=65535)
     kind: NodeKind = NodeKind.TOWNSHIP
-    send: list[Literal["SR", "SEG", "SC", "KOS", "RENDER"]] | None = None
+    #: ALERT: consent to unreviewed urgent alerts before sign-off (dicom_node/alerts.py).
+    send: list[Literal["SR", "SEG", "SC", "KOS", "RENDER", "ALERT"]] | None = None
 
 
 class AuditPublic(BaseModel):
@@ -293,3 +294,36 @@ class AuditPage(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: str
+
+
+class SlicePublic(BaseModel):
+    index: int
+    sop_instance_uid: str
+    frame: int | None = Field(description="frame number (0-based) inside a multi-frame")
+    instance_number: int
+    position: list[float] | None = Field(
+        description="Image Position (Patient): LPS mm of the first pixel's centre")
+
+
+class SeriesGeometry(BaseModel):
+    """How the viewer shows a series, and how to place an LPS point on it."""
+
+    series_uid: str
+    study_uid: str
+    modality: str | None
+    kind: Literal["volume", "projection", "stack"] = Field(
+        description="volume: sorted along the normal as the analysis sorts; projection: a "
+        "radiograph (finding points are in-plane mm from the top-left pixel); stack: "
+        "geometry refused, shown in Instance Number order")
+    rows: int
+    columns: int
+    slice_count: int
+    pixel_spacing: list[float] | None = Field(description="(row, column) spacing in mm")
+    orientation: list[float] | None = Field(
+        description="Image Orientation (Patient): row direction then column direction")
+    affine: list[list[float]] | None = Field(
+        description="4x4: (column, row, slice, 1) -> LPS mm (volume only)")
+    windows: dict[str, list[float]] = Field(description="preset name -> [centre, width] HU")
+    default_window: str
+    slices: list[SlicePublic]
+    notes: list[str]

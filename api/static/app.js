@@ -2,44 +2,9 @@
 // names come from DICOM headers, i.e. untrusted input) is only ever set as textContent.
 "use strict";
 
-const L = {
-  zh: {
-    title: "县域影像AI诊断", login: "登录", logout: "退出", username: "用户名", password: "密码",
-    worklist: "工作列表", urgency: "紧急度", patient: "患者", modality: "检查", status: "状态",
-    received: "到达", deadline: "时限", claimed: "认领", back: "← 返回列表", claim: "认领",
-    release: "释放", amend: "修订", findings: "AI 发现", report: "报告", findings_text: "所见",
-    impression_text: "印象", findings_text_en: "Findings (EN)", impression_text_en: "Impression (EN)",
-    regenerate: "按发现重新生成", save: "保存草稿", sign: "签发", deliveries: "结果回传",
-    accept: "接受", reject: "拒绝", edit: "修改", critical: "危急", urgent: "紧急", routine: "常规",
-    ready: "待诊断", in_review: "诊断中", not_analyzable: "无法分析", signed: "已签发",
-    delivered: "已回传", received_s: "已接收", queued: "排队", analyzing: "分析中", failed: "失败",
-    pending: "待审", accepted: "已接受", rejected: "已拒绝", edited: "已修改", new_critical: "新的危急病例！",
-    wrong_login: "用户名或密码错误", probability: "概率", category: "分类", comment: "备注",
-    mean_diameter: "平均径(mm)", state_generated: "自动生成草稿", state_draft: "已保存草稿",
-    state_signed: "已签发", total: "共", saved: "已保存", none: "无",
-  },
-  en: {
-    title: "County imaging AI review", login: "Log in", logout: "Log out", username: "Username",
-    password: "Password", worklist: "Worklist", urgency: "Urgency", patient: "Patient",
-    modality: "Modality", status: "Status", received: "Arrived", deadline: "Deadline",
-    claimed: "Claimed by", back: "← Back to worklist", claim: "Claim", release: "Release",
-    amend: "Amend", findings: "AI findings", report: "Report", findings_text: "Findings (ZH)",
-    impression_text: "Impression (ZH)", findings_text_en: "Findings (EN)",
-    impression_text_en: "Impression (EN)", regenerate: "Regenerate from findings",
-    save: "Save draft", sign: "Sign", deliveries: "Deliveries", accept: "Accept",
-    reject: "Reject", edit: "Edit", critical: "Critical", urgent: "Urgent", routine: "Routine",
-    ready: "Ready", in_review: "In review", not_analyzable: "Not analyzable", signed: "Signed",
-    delivered: "Delivered", received_s: "Received", queued: "Queued", analyzing: "Analyzing",
-    failed: "Failed", pending: "Pending", accepted: "Accepted", rejected: "Rejected",
-    edited: "Edited", new_critical: "New critical study!", wrong_login: "Wrong username or password",
-    probability: "Probability", category: "Category", comment: "Comment",
-    mean_diameter: "Mean diameter (mm)", state_generated: "Generated draft",
-    state_draft: "Saved draft", state_signed: "Signed", total: "total", saved: "Saved", none: "none",
-  },
-};
-
 const S = { lang: localStorage.getItem("lang") || "zh", token: sessionStorage.getItem("token"),
-            user: sessionStorage.getItem("user"), study: null, critical: null, stream: null };
+            user: sessionStorage.getItem("user"), study: null, critical: null, stream: null,
+            detail: null, sel: null, loaded: null, rows: [] };
 const $ = (id) => document.getElementById(id);
 const t = (k) => L[S.lang][k] || k;
 
@@ -54,6 +19,7 @@ function applyLang() {
   document.documentElement.lang = S.lang === "zh" ? "zh-CN" : "en";
   document.querySelectorAll("[data-i18n]").forEach((n) => { n.textContent = t(n.dataset.i18n); });
   $("lang").textContent = S.lang === "zh" ? "English" : "中文";
+  if (typeof vButtons === "function" && V.geo) vButtons();
 }
 
 async function api(method, path, body) {
@@ -97,21 +63,60 @@ function logout() {
   show("login-view");
 }
 
+// "due in 1h05m" / "overdue by 12m", from the deadline and now (refreshed every 30 s).
+function countdown(iso) {
+  if (!iso) return { text: "", overdue: false };
+  const ms = new Date(iso).getTime() - Date.now(), mins = Math.floor(Math.abs(ms) / 60000);
+  const d = Math.floor(mins / 1440), h = Math.floor((mins % 1440) / 60), m = mins % 60;
+  const parts = d ? [`${d}${t("unit_d")}`, `${h}${t("unit_h")}`] : h ? [`${h}${t("unit_h")}`,
+    `${String(m).padStart(2, "0")}${t("unit_m")}`] : [`${m}${t("unit_m")}`];
+  return { text: `${t(ms < 0 ? "overdue" : "remaining")} ${parts.join("")}`, overdue: ms < 0 };
+}
+
+function deadlineCell(td, s) {
+  const c = countdown(s.deadline_at);
+  td.textContent = c.text;
+  td.title = fmtTime(s.deadline_at);
+  td.className = `deadline${c.overdue || s.overdue ? " overdue" : ""}`;
+}
+
+function statusText(s) {
+  if (s.status === "not_analyzable") return `${t("not_analyzable_reason")}${s.reason || ""}`;
+  return t(s.status === "received" ? "received_s" : s.status);
+}
+
+function worklistQuery() {
+  const q = new URLSearchParams({ limit: "100" });
+  for (const [id, key] of [["f-status", "status"], ["f-modality", "modality"], ["f-urgency", "urgency"]]) {
+    if ($(id).value) q.set(key, $(id).value);
+  }
+  return q.toString();
+}
+
 async function loadWorklist() {
-  const page = await api("GET", "/api/worklist?limit=100");
+  const page = await api("GET", `/api/worklist?${worklistQuery()}`);
   const body = $("worklist").querySelector("tbody");
   body.replaceChildren();
   $("wl-total").textContent = `(${t("total")} ${page.total})`;
+  S.rows = page.items;
   for (const s of page.items) {
     const tr = el("tr", undefined, `urgency-${s.urgency || "routine"}`);
     tr.dataset.uid = s.study_uid;
-    tr.append(el("td", t(s.urgency || "routine")), el("td", s.patient_name || ""),
-      el("td", s.modalities), el("td", t(s.status === "received" ? "received_s" : s.status)),
-      el("td", fmtTime(s.first_received_at)),
-      el("td", fmtTime(s.deadline_at), s.overdue ? "overdue" : ""), el("td", s.claimed_by || ""));
+    tr.dataset.status = s.status;
+    const status = el("td", statusText(s), `status status-${s.status}`);
+    const dl = el("td");
+    deadlineCell(dl, s);
+    tr.append(el("td", t(s.urgency || "routine"), "urgency"), el("td", s.patient_name || ""),
+      el("td", s.modalities), status, el("td", fmtTime(s.first_received_at)), dl,
+      el("td", s.claimed_by || ""));
     tr.addEventListener("click", () => openStudy(s.study_uid));
     body.append(tr);
   }
+}
+
+function tickCountdowns() {
+  const cells = $("worklist").querySelectorAll("tbody td.deadline");
+  S.rows.forEach((s, i) => { if (cells[i]) deadlineCell(cells[i], s); });
 }
 
 // EventSource cannot send the Authorization header, so the stream is read with fetch.
@@ -159,14 +164,26 @@ async function keyImage(url, img) {
   if (r.ok) img.src = URL.createObjectURL(await r.blob());
 }
 
+function editFinding(f) {
+  const d = prompt(t("mean_diameter"), "");
+  const cat = prompt(t("category"), f.category || "");
+  const body = { verdict: "edited", comment: prompt(t("comment"), "") || null };
+  if (d) body.measurements = [...f.measurements.filter((m) => m.name !== "mean_diameter"),
+    { name: "mean_diameter", value: Number(d), unit: "mm" }];
+  if (cat) body.category = cat;
+  if (body.measurements || body.category) review(f.id, body);
+}
+
 function findingCard(f, frozen) {
   const card = el("div", undefined, `finding verdict-${f.verdict}`);
   card.dataset.id = f.id;
+  card.onclick = (ev) => { if (!ev.target.closest("button")) selectFinding(f.id); };
   if (f.key_image_url) {
     const img = el("img"); img.alt = f.kind; keyImage(f.key_image_url, img); card.append(img);
   }
   const info = el("div");
-  info.append(el("h4", `#${f.id} ${f.kind} — ${t(f.verdict)}`));
+  const grade = f.attributes.grade ? ` ${t(f.attributes.grade)}` : "";
+  info.append(el("h4", `#${f.id} ${f.kind}${grade} — ${t(f.verdict)}`));
   const ul = el("ul");
   if (f.probability !== null) ul.append(el("li", `${t("probability")}: ${(f.probability * 100).toFixed(0)}%`));
   if (f.category) ul.append(el("li", `${t("category")}: ${f.category}`));
@@ -176,20 +193,12 @@ function findingCard(f, frozen) {
   info.append(ul);
   if (!frozen) {
     const acts = el("p", undefined, "actions");
-    const accept = el("button", t("accept")); accept.className = "accept";
+    const accept = el("button", `${t("accept")} (A)`); accept.className = "accept";
     accept.onclick = () => review(f.id, { verdict: "accepted" });
-    const reject = el("button", t("reject")); reject.className = "reject";
+    const reject = el("button", `${t("reject")} (R)`); reject.className = "reject";
     reject.onclick = () => review(f.id, { verdict: "rejected" });
-    const edit = el("button", t("edit")); edit.className = "edit";
-    edit.onclick = () => {
-      const d = prompt(t("mean_diameter"), "");
-      const cat = prompt(t("category"), f.category || "");
-      const body = { verdict: "edited", comment: prompt(t("comment"), "") || null };
-      if (d) body.measurements = [...f.measurements.filter((m) => m.name !== "mean_diameter"),
-        { name: "mean_diameter", value: Number(d), unit: "mm" }];
-      if (cat) body.category = cat;
-      if (body.measurements || body.category) review(f.id, body);
-    };
+    const edit = el("button", `${t("edit")} (E)`); edit.className = "edit";
+    edit.onclick = () => editFinding(f);
     acts.append(accept, reject, edit);
     info.append(acts);
   }
@@ -197,23 +206,89 @@ function findingCard(f, frozen) {
   return card;
 }
 
+// The selected finding: highlighted card, thick marker, viewer on its slice.
+function selectFinding(id) {
+  const f = S.detail && S.detail.findings.find((x) => x.id === id);
+  if (!f) return;
+  S.sel = id;
+  document.querySelectorAll("#findings .finding").forEach((c) => {
+    if (Number(c.dataset.id) === id) c.setAttribute("aria-current", "true");
+    else c.removeAttribute("aria-current");
+  });
+  document.querySelector(`#findings .finding[data-id="${id}"]`)?.scrollIntoView({ block: "nearest" });
+  const sel = $("series-select");
+  if (f.series_uid && f.series_uid !== V.series
+      && [...sel.options].some((o) => o.value === f.series_uid)) {
+    sel.value = f.series_uid;
+    vOpen(f.series_uid, windowFor(S.detail, f.series_uid)).then(() => vJumpTo(f));
+  } else vJumpTo(f);
+}
+
+function stepFinding(delta) {
+  const list = S.detail ? S.detail.findings : [];
+  if (!list.length) return;
+  const i = list.findIndex((f) => f.id === S.sel);
+  const j = i < 0 ? (delta > 0 ? 0 : list.length - 1) : (i + delta + list.length) % list.length;
+  selectFinding(list[j].id);
+}
+
 async function review(id, body) {
-  try { await api("PATCH", `/api/findings/${id}`, body); await openStudy(S.study); }
-  catch (e) { $("study-error").textContent = e.message; }
+  try {
+    await api("PATCH", `/api/findings/${id}`, body);
+    await openStudy(S.study);
+    // after a verdict the next undecided finding is the one to look at
+    const list = S.detail.findings, i = list.findIndex((f) => f.id === id);
+    const next = list.slice(i + 1).concat(list.slice(0, i)).find((f) => f.verdict === "pending");
+    if (next) selectFinding(next.id);
+  } catch (e) { $("study-error").textContent = e.message; }
+}
+
+const NO_PIXELS = new Set(["SR", "KO", "SEG", "PR", "RTSTRUCT", "DOC"]);
+
+function pickSeries(s) {
+  const viewable = s.series.filter((x) => !NO_PIXELS.has((x.modality || "").toUpperCase()));
+  const sel = $("series-select");
+  sel.replaceChildren(...viewable.map((x) => {
+    const o = el("option", `${x.modality || ""} ${x.series_number ?? ""} ${x.series_description || ""} (${x.instance_count})`);
+    o.value = x.series_uid; return o;
+  }));
+  sel.hidden = viewable.length < 2;
+  const preferred = s.findings.find((f) => f.series_uid)?.series_uid
+    || s.analyses[0]?.series_uid || viewable[0]?.series_uid;
+  return viewable.some((x) => x.series_uid === preferred) ? preferred : viewable[0]?.series_uid;
+}
+
+function windowFor(s, seriesUid) {
+  const a = s.analyses.find((x) => x.series_uid === seriesUid);
+  return a && a.pipeline === "cta" ? "vessel" : undefined;
 }
 
 async function openStudy(uid) {
+  const fresh = S.loaded !== uid;
   S.study = uid;
   show("study-view");
   $("study-error").textContent = "";
   const s = await api("GET", `/api/studies/${uid}`);
+  S.detail = s;
   const frozen = s.status === "signed" || s.status === "delivered";
   $("study-title").textContent = `${s.patient_name || ""} · ${s.modalities} · ${t(s.urgency || "routine")}`;
-  $("study-meta").textContent = `${t(s.status)}${s.reason ? " — " + s.reason : ""} · ${t("deadline")}: ${fmtTime(s.deadline_at)} · ${t("claimed")}: ${s.claimed_by || t("none")} · rev ${s.revision}`;
+  $("study-meta").textContent = `${statusText(s)} · ${t("deadline")}: ${fmtTime(s.deadline_at)} (${countdown(s.deadline_at).text}) · ${t("claimed")}: ${s.claimed_by || t("none")} · rev ${s.revision}`;
   $("study-view").dataset.status = s.status;
   const mine = s.claimed_by === S.user;
   $("claim").hidden = frozen || mine; $("release").hidden = !mine; $("amend").hidden = !frozen;
   $("findings").replaceChildren(...s.findings.map((f) => findingCard(f, frozen || !mine)));
+  if (fresh) {
+    S.loaded = uid; S.sel = null;
+    V.series = null; V.geo = null;
+    vSetFindings(s.findings, null);
+    renderGallery(s);
+    const series = pickSeries(s);
+    if (series) { $("series-select").value = series; vOpen(series, windowFor(s, series)); }
+    else { $("viewer-error").textContent = t("no_images"); vDraw(); }
+  } else {
+    vSetFindings(s.findings, S.sel);
+  }
+  if (S.sel !== null) selectFinding(S.sel);
   const rep = await api("GET", `/api/studies/${uid}/report`);
   fillReport(rep);
   for (const id of ["r-findings", "r-impression", "r-findings-en", "r-impression-en", "save-report", "sign", "regenerate"]) {
@@ -252,8 +327,45 @@ $("logout").onclick = logout;
 $("lang").onclick = () => {
   S.lang = S.lang === "zh" ? "en" : "zh"; localStorage.setItem("lang", S.lang); applyLang();
   if (!$("worklist-view").hidden) loadWorklist();
+  if (!$("study-view").hidden && S.detail) { renderGallery(S.detail); openStudy(S.study); }
 };
-$("back").onclick = () => { show("worklist-view"); loadWorklist(); };
+$("back").onclick = () => { stopVr(); show("worklist-view"); loadWorklist(); };
+for (const id of ["f-status", "f-modality", "f-urgency"]) {
+  $(id).value = localStorage.getItem(id) || "";
+  $(id).onchange = () => { localStorage.setItem(id, $(id).value); loadWorklist(); };
+}
+$("series-select").onchange = () => {
+  const uid = $("series-select").value;
+  vOpen(uid, S.detail && windowFor(S.detail, uid));
+};
+const toggleHelp = (on) => { $("help").hidden = on === undefined ? !$("help").hidden : !on; };
+$("help-btn").onclick = () => toggleHelp(true);
+$("help-close").onclick = () => toggleHelp(false);
+
+// Review shortcuts: only in the study view, never while typing in the report.
+document.addEventListener("keydown", (ev) => {
+  if ($("study-view").hidden || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target.closest && ev.target.closest("input, textarea, select")) return;
+  if (ev.key === "Escape") { toggleHelp(false); return; }
+  if (ev.key === "?") { toggleHelp(); return; }
+  const steps = { ArrowDown: 1, ArrowUp: -1, PageDown: 10, PageUp: -10 };
+  if (ev.key in steps) { ev.preventDefault(); vStep(steps[ev.key]); return; }
+  const key = ev.key.toLowerCase();
+  if (key === "j") stepFinding(1);
+  else if (key === "k") stepFinding(-1);
+  else if ("are".includes(key) && key.length === 1 && S.sel !== null && S.detail
+           && S.detail.claimed_by === S.user
+           && !["signed", "delivered"].includes(S.detail.status)) {
+    const f = S.detail.findings.find((x) => x.id === S.sel);
+    if (!f) return;
+    if (key === "a") review(f.id, { verdict: "accepted" });
+    else if (key === "r") review(f.id, { verdict: "rejected" });
+    else editFinding(f);
+  } else return;
+  ev.preventDefault();
+});
+setInterval(() => { if (!$("worklist-view").hidden) tickCountdowns(); }, 30000);
+vInit();
 $("claim").onclick = () => act(() => api("POST", `/api/studies/${S.study}/claim`));
 $("release").onclick = () => act(() => api("DELETE", `/api/studies/${S.study}/claim`));
 $("amend").onclick = () => act(() => api("POST", `/api/studies/${S.study}/amend`));

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api.security import create_token
 from countyread.context import AppContext
-from countyread.db import users
+from countyread.db import audit, users
 from countyread.domain import Role
 from tests.api import seed
 
@@ -106,3 +107,56 @@ def test_api_command_help(tmp_path: Path) -> None:
     out = _cli(["api", "--help"], tmp_path)
     assert out.returncode == 0
     assert "COUNTYREAD_API_PORT" in out.stdout and "--port" in out.stdout
+
+
+def test_repeated_failed_logins_lock_the_user_then_expire(ctx: AppContext,
+                                                          client: TestClient) -> None:
+    seed.add_user(ctx, "rad", Role.RADIOLOGIST)
+    limit = ctx.settings.login_max_failures
+    for _ in range(limit):
+        r = client.post("/api/auth/token", data={"username": "rad", "password": "guess"})
+        assert r.status_code == 401
+    # Locked: even the right password is refused, with a Retry-After, and audited.
+    r = client.post("/api/auth/token", data={"username": "rad", "password": seed.PASSWORD})
+    assert r.status_code == 429, r.text
+    assert 0 < int(r.headers["retry-after"]) <= ctx.settings.login_lockout_s + 1
+    assert "too many failed logins" in r.json()["detail"]
+    with ctx.db.begin() as conn:
+        actions = [a for (a,) in conn.execute(select(audit.c.action).order_by(audit.c.id))]
+    assert actions.count("login_failed") == limit and actions[-1] == "login_locked"
+    # Another user is not affected (the same client is still under its own, higher limit).
+    seed.add_user(ctx, "rad2", Role.RADIOLOGIST)
+    r = client.post("/api/auth/token", data={"username": "rad2", "password": seed.PASSWORD})
+    assert r.status_code == 200
+    # Once the window has passed (failures aged in the audit trail), login works again.
+    with ctx.db.begin() as conn:
+        age = timedelta(seconds=ctx.settings.login_lockout_s + 5)
+        for row_id, at in conn.execute(select(audit.c.id, audit.c.at)).all():
+            conn.execute(update(audit).where(audit.c.id == row_id).values(at=at - age))
+    r = client.post("/api/auth/token", data={"username": "rad", "password": seed.PASSWORD})
+    assert r.status_code == 200, r.text
+
+
+def test_a_successful_login_resets_the_user_count(ctx: AppContext,
+                                                  client: TestClient) -> None:
+    seed.add_user(ctx, "rad", Role.RADIOLOGIST)
+    limit = ctx.settings.login_max_failures
+    for _ in range(limit - 1):
+        client.post("/api/auth/token", data={"username": "rad", "password": "guess"})
+    assert client.post("/api/auth/token", data={"username": "rad",
+                                                 "password": seed.PASSWORD}).status_code == 200
+    for _ in range(limit - 1):
+        client.post("/api/auth/token", data={"username": "rad", "password": "guess"})
+    assert client.post("/api/auth/token", data={"username": "rad",
+                                                 "password": seed.PASSWORD}).status_code == 200
+
+
+def test_one_client_spraying_many_usernames_is_locked(ctx: AppContext,
+                                                      client: TestClient) -> None:
+    seed.add_user(ctx, "rad", Role.RADIOLOGIST)
+    per_client = ctx.settings.login_max_failures * 4
+    for i in range(per_client):
+        r = client.post("/api/auth/token", data={"username": f"u{i}", "password": "guess"})
+        assert r.status_code == 401
+    r = client.post("/api/auth/token", data={"username": "rad", "password": seed.PASSWORD})
+    assert r.status_code == 429

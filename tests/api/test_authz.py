@@ -21,12 +21,13 @@ from countyread.db import findings
 from countyread.settings import load_settings
 from tests.api import seed
 from tests.api.conftest import make_people
+from tests.api.test_viewer import store_ct_phantom
 
 READERS = {"tech", "rad1", "admin"}
 Endpoint = tuple[str, str, Any, set[str], bool]  # method, path, json, allowed, study-scoped
 
 
-def _endpoints(study: str, finding: int, analysis: int) -> list[Endpoint]:
+def _endpoints(study: str, finding: int, analysis: int, series: str = "1.2.3") -> list[Endpoint]:
     s = f"/api/studies/{study}"
     return [
         ("GET", "/api/auth/me", None, READERS, False),
@@ -50,9 +51,12 @@ def _endpoints(study: str, finding: int, analysis: int) -> list[Endpoint]:
         ("POST", "/api/nodes", {"name": "PACS", "ae_title": "PACS9"}, {"admin"}, False),
         ("GET", "/api/audit", None, {"admin"}, False),
         ("GET", "/api/users", None, {"admin"}, False),
+        ("GET", "/api/system", None, {"admin"}, False),
         ("POST", "/api/users", {"username": "x1", "password": "password-1", "role": "admin"},
          {"admin"}, False),
         ("GET", "/api/events?max_s=1", None, READERS, False),
+        ("GET", f"/api/series/{series}/geometry", None, READERS, True),
+        ("GET", f"/api/series/{series}/slices/0.png?window=lung", None, READERS, True),
     ]
 
 
@@ -66,7 +70,8 @@ def test_matrix_covers_every_api_route(shared: tuple[TestClient, Any]) -> None:
     routes = {
         (m, r.path.replace("{study_uid}", "{}").replace("{finding_id}", "{}")
          .replace("{analysis_id}", "{}").replace("{delivery_id}", "{}")
-         .replace("{name}", "nodule_1"))
+         .replace("{name}", "nodule_1").replace("{series_uid}", "{}")
+         .replace("{index}.png", "{}"))
         for r in app.routes if isinstance(r, APIRoute) and r.path.startswith("/api/")
         for m in r.methods
     }
@@ -88,7 +93,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
         with ctx.db.begin() as conn:
             a1 = conn.execute(select(findings.c.analysis_id).where(findings.c.id == f1)).scalar()
             a2 = conn.execute(select(findings.c.analysis_id).where(findings.c.id == f2)).scalar()
-        yield client, (people, _endpoints(s1, f1, int(a1)), _endpoints(s2, f2, int(a2)))
+        # stored images, so the viewer routes answer 200 where allowed (not a vacuous 404)
+        v1, _ = store_ct_phantom(ctx, s1)
+        v2, _ = store_ct_phantom(ctx, s2)
+        yield client, (people, _endpoints(s1, f1, int(a1), v1), _endpoints(s2, f2, int(a2), v2))
     ctx.close()
 
 
