@@ -12,7 +12,8 @@ the same way. Documented outcomes for broken geometry (each is a note on the res
 - a few instances of another orientation or matrix (localisers inside the series):
   dropped, noted; more than 10 % of them: refused ("mixed orientations");
 - missing slices / uneven spacing (steps differ by > 10 % of the median): resampled onto
-  the median step by linear interpolation, noted; a gap > 3 steps or > 10 mm: refused;
+  the median step by linear interpolation, noted, the made-up slices listed in
+  ``LoadedVolume.interpolated``; a gap > 3 steps or > 10 mm: refused;
 - gantry tilt (the step between slices not along the normal): each slice shifted
   in-plane onto an orthogonal grid (linear interpolation), noted; tilt > 30 deg: refused
   (for the CT nodule pipeline, selection already refuses planes tilted > ~25 deg);
@@ -69,6 +70,12 @@ class LoadedVolume:
     volume: Volume
     slice_thickness: float
     notes: tuple[str, ...]
+    #: grid slices made up by interpolation across a gap (no acquired slice within a
+    #: quarter step): what lies there was never imaged, see ``_resample_even``.
+    interpolated: tuple[int, ...] = ()
+    #: Instance Number of each grid slice's instance (nearest acquired one after
+    #: resampling), the number a radiologist pages to in a viewer.
+    instance_numbers: tuple[int, ...] = ()
 
 
 def _floats(value: Any, n: int, what: str) -> tuple[float, ...]:
@@ -264,10 +271,14 @@ def load_volume(
         notes.append(f"gantry tilt {tilt_deg:.1f} deg corrected by in-plane shift")
 
     uids = tuple(h.sop_instance_uid for h in group)
+    numbers = tuple(h.instance_number for h in group)
+    made_up: tuple[int, ...] = ()
     if np.abs(steps - step).max() > _UNEVEN_TOLERANCE * step:
         missing = int(np.round(steps / step).sum() - len(steps))
         what = f"{missing} missing slice(s)" if missing > 0 else "uneven slice spacing"
-        stack, dist, uids = _resample_even(stack, dist, step, uids)
+        stack, dist, nearest, made_up = _resample_even(stack, dist, step)
+        uids = tuple(uids[i] for i in nearest)
+        numbers = tuple(numbers[i] for i in nearest)
         notes.append(f"{what}: resampled to an even {step:.2f} mm step")
 
     row_dir = np.asarray(group[0].orientation[:3])
@@ -283,14 +294,21 @@ def load_volume(
     for note in notes:
         logger.info("volume assembly", extra={"series_uid": series_uid, "note": note})
     volume = Volume(stack, affine, None, series_uid, uids)
-    return LoadedVolume(volume, thickness if thickness is not None else step, tuple(notes))
+    return LoadedVolume(
+        volume, thickness if thickness is not None else step, tuple(notes), made_up, numbers
+    )
 
 
 def _resample_even(
-    stack: npt.NDArray[np.int16], dist: npt.NDArray[np.float64], step: float, uids: tuple[str, ...]
-) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float64], tuple[str, ...]]:
-    """Linear interpolation along the normal onto an even grid; each new slice names the
-    nearest acquired instance (the key-image reference for that position)."""
+    stack: npt.NDArray[np.int16], dist: npt.NDArray[np.float64], step: float
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.float64], npt.NDArray[np.intp], tuple[int, ...]]:
+    """Linear interpolation along the normal onto an even grid.
+
+    Returns the stack, the new positions, per new slice the nearest acquired slice (the
+    instance that names it: key-image and SEG reference) and the new slices made up
+    inside a gap: between acquired slices more than 1.5 steps apart and over a quarter
+    step from both. Uneven but gap-free spacing makes none (every new slice is near data).
+    """
     n = round((dist[-1] - dist[0]) / step) + 1
     target = dist[0] + step * np.arange(n)
     out = np.empty((n, *stack.shape[1:]), dtype=np.int16)
@@ -300,4 +318,9 @@ def _resample_even(
         w = float(np.clip((target[t] - dist[lo]) / (dist[hi] - dist[lo]), 0.0, 1.0))
         out[t] = np.round(stack[lo] * (1 - w) + stack[hi] * w).astype(np.int16)
     nearest = np.abs(dist[None, :] - target[:, None]).argmin(axis=1)
-    return out, target, tuple(uids[i] for i in nearest)
+    in_gap = (
+        (dist[upper] - dist[lower] > 1.5 * step)
+        & (target - dist[lower] > 0.25 * step)
+        & (dist[upper] - target > 0.25 * step)
+    )
+    return out, target, nearest, tuple(int(k) for k in np.flatnonzero(in_gap))

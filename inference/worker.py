@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class AnalysisWorker:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        self.warm_up()
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
@@ -67,6 +69,19 @@ class AnalysisWorker:
                 worked = False
             if not worked:
                 self._stop.wait(0.5)
+
+    def warm_up(self) -> None:
+        """Create every installed pipeline now: the ONNX sessions (and the execution
+        provider they run on, logged once) are ready before the first study arrives."""
+        from inference.registry import PIPELINES
+
+        for name in PIPELINES:
+            if self._stop.is_set():
+                return
+            try:
+                self.registry.get(name)
+            except Exception:  # a broken model is reported here and again per job
+                logger.exception("pipeline could not be created", extra={"pipeline": name})
 
     def run_once(self) -> bool:
         """Claim and process one job; False when the queue had nothing due."""
@@ -103,6 +118,8 @@ class AnalysisWorker:
         try:
             study_input = self._study_input(study_uid, job.series_uid)
             output = pipeline.analyze(study_input)
+            if job.pipeline == "ct_nodule":
+                output = self._compare_with_prior(study_uid, output)
         except NotAnalyzableError as exc:
             reason = str(exc)
             self._record(job, status=StudyStatus.NOT_ANALYZABLE, reason=reason)
@@ -130,6 +147,32 @@ class AnalysisWorker:
                 "findings": len(output.result.findings),
             },
         )
+
+    def _compare_with_prior(self, study_uid: str, output: PipelineOutput) -> PipelineOutput:
+        """Follow-up CT: change, VDT and change-aware Lung-RADS against the prior study.
+
+        A comparison that fails leaves the baseline result as it is: a missing
+        comparison is said in the notes, never a reason to lose the analysis.
+        """
+        # Imported here: the worker must not load a pipeline package that is not used.
+        from inference.ct_nodule.priors import apply as apply_prior
+        from inference.prior_lookup import find_prior, z_range_of
+
+        try:
+            found = find_prior(self.ctx, study_uid)
+            if found is None:
+                return output
+            prior, current_date = found
+            arrays = dict(output.arrays)
+            z = None
+            if "geometry" in arrays and "slice_sop_uids" in arrays:
+                z = z_range_of(np.asarray(arrays["geometry"]), len(arrays["slice_sop_uids"]))
+            result = apply_prior(output.result, prior, current_date, z)
+        except Exception as exc:
+            logger.exception("prior comparison failed", extra={"study_uid": study_uid})
+            note = f"prior comparison failed: {type(exc).__name__}"
+            result = replace(output.result, notes=(*output.result.notes, note))
+        return replace(output, result=result)
 
     def _superseded(self, job: Job) -> bool:
         """True when a newer queued job will analyse the same study with this pipeline."""

@@ -22,6 +22,9 @@ from inference.ct_nodule.measure import NoduleMeasurements, measure
 from inference.ct_nodule.rules import MASS_MM, NoduleFacts, NoduleType, lung_rads
 
 PLEURA_MM = 2.0
+# A detection touching a slice made up across a gap must show on this many acquired
+# slices (see ``gap_supported``).
+MIN_ACQUIRED_SLICES = 2
 T = TypeVar("T")
 
 
@@ -81,12 +84,33 @@ def assess(volume: Volume, lung: LungMask, det: Detection) -> AssessedNodule:
     return AssessedNodule(det, m, side, location, lung_rads(facts), facts)
 
 
+def gap_supported(det: Detection, interpolated: frozenset[int]) -> bool:
+    """Whether a detection rests on acquired slices, not on one made up across a gap.
+
+    A slice interpolated into a gap is a cross-fade of its two neighbours, 2 steps apart:
+    a vessel that runs obliquely through the gap appears there twice at half contrast, a
+    short thick stub where the tube breaks off, which the network (trained on contiguous
+    slices) reads as a small nodule. Linear interpolation "along the true geometry" gives
+    the very same values, so the only honest remedy is to ask for evidence the scanner
+    recorded: a structure that touches the made-up slice must also be seen on at least
+    ``MIN_ACQUIRED_SLICES`` acquired slices; otherwise its extent along z is no larger
+    than the gap and its 3-D shape (round or tubular) was never measured. A real nodule
+    near the gap spans several acquired slices and is kept.
+    """
+    if not interpolated:
+        return True
+    ks = det.box[0].start + np.flatnonzero(det.mask.any(axis=(1, 2)))
+    made_up = sum(1 for k in ks if int(k) in interpolated)
+    return made_up == 0 or len(ks) - made_up >= MIN_ACQUIRED_SLICES
+
+
 @dataclass(frozen=True, slots=True)
 class VolumeAnalysis:
     lung: LungMask
     nodules: tuple[AssessedNodule, ...]
     n_candidates: int
     timings_ms: tuple[tuple[str, float], ...]
+    gap_suppressed: int = 0  # detections set aside by ``gap_supported``
 
 
 def analyze_volume(
@@ -95,13 +119,20 @@ def analyze_volume(
     min_probability: float,
     timer: StageTimer | None = None,
     large_floor: float | None = None,
+    interpolated: tuple[int, ...] = (),
 ) -> VolumeAnalysis:
-    """Every detection with probability >= ``min_probability``, measured and categorised."""
+    """Every detection with probability >= ``min_probability``, measured and categorised.
+
+    ``interpolated``: slices of ``volume`` made up across a missing-slice gap; detections
+    that rest on them without support on acquired slices are dropped (``gap_supported``).
+    """
     timer = timer or StageTimer()
     lung = timer.run("lung_mask", segment_lungs, volume)
     grid = timer.run("work_grid", make_work_grid, volume, lung)
     cands = timer.run("candidates", find_candidates, grid)
     del grid  # the 1 mm grid is the largest array after the volume: free it early
-    dets = timer.run("model", detect, volume, cands, run, min_probability, large_floor)
+    found = timer.run("model", detect, volume, cands, run, min_probability, large_floor)
+    made_up = frozenset(interpolated)
+    dets = [d for d in found if gap_supported(d, made_up)]
     nodules = timer.run("measurements", lambda: tuple(assess(volume, lung, d) for d in dets))
-    return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings))
+    return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings), len(found) - len(dets))

@@ -1,8 +1,12 @@
 """The chest CT nodule triage pipeline: StudyInput -> PipelineOutput.
 
-Stages, top to bottom: ``select_series`` -> ``load_volume`` -> ``analyze_volume`` (lung
-mask, candidates, network, masks, measurements, Lung-RADS) -> Fleischner + urgency ->
-key images -> SEG arrays. ``PipelineOutput.arrays`` carries, for the SEG export:
+Stages, top to bottom: ``select_series`` -> ``load_volume`` -> ``to_canonical`` (the
+layout the network was trained on, by axis reversal/permutation, see
+:mod:`inference.ct_nodule.orient`) -> ``analyze_volume`` (lung mask, candidates, network,
+masks, measurements, Lung-RADS) -> Fleischner + urgency -> key images -> SEG arrays.
+Key images are drawn in the canonical (radiological, supine head-first) view and name
+the original image; everything voxel-indexed is reported on the selected series' own
+grid, so ``PipelineOutput.arrays`` carries, for the SEG export:
 
 - ``mask_<i>``: bool array, finding i's voxels cropped to its bounding box;
 - ``bbox_<i>``: int array ``[k0, j0, i0, k1, j1, i1]`` (half-open) of that box in the
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,10 +35,11 @@ from countyread.settings import Settings
 from inference.ct_nodule.analysis import AssessedNodule, StageTimer, analyze_volume
 from inference.ct_nodule.keyimages import axial_image, coronal_overview, zoom_image
 from inference.ct_nodule.lungs import LungMask
+from inference.ct_nodule.orient import Reorientation, to_canonical
 from inference.ct_nodule.rules import fleischner, is_urgent, study_category
 from inference.pipeline import PipelineOutput, StudyInput
 from inference.selection import SelectionRules, read_series_header, select_series
-from inference.volume import load_volume
+from inference.volume import LoadedVolume, load_volume
 from models.registry import ModelArtifact, ModelRegistry
 from models.runtime import ModelSession, create_session
 
@@ -44,6 +50,42 @@ RULES = SelectionRules()
 THIN_LIMIT_MM = 5.0  # above: limited analysis (large lesions only)
 THICK_MIN_REPORT_MM = 10.0
 THICK_LARGE_FLOOR = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SourceGrid:
+    """The selected series' grid as loaded (the SEG's and the radiologist's reference)
+    and how the analysed, canonical volume maps onto it."""
+
+    affine: npt.NDArray[np.float64]
+    sop_uids: tuple[str, ...]
+    instance_numbers: tuple[int, ...]
+    turn: Reorientation
+
+    @classmethod
+    def of(cls, loaded: LoadedVolume, turn: Reorientation) -> SourceGrid:
+        v = loaded.volume
+        return cls(
+            np.asarray(v.affine, dtype=np.float64),
+            v.sop_instance_uids,
+            loaded.instance_numbers,
+            turn,
+        )
+
+    def image_label(self, k: int) -> str:
+        """How a radiologist finds source slice ``k``'s instance: its Instance Number when
+        the series numbers its instances uniquely, else its place among them in order."""
+        if not self.sop_uids:
+            return f"slice {k + 1}"
+        # resampled grids repeat an instance on neighbouring slices: count instances
+        number_of = dict(zip(self.sop_uids, self.instance_numbers, strict=False))
+        order = list(dict.fromkeys(self.sop_uids))
+        numbers = [number_of.get(uid, 0) for uid in order]
+        if len(set(numbers)) == len(order) and min(numbers) > 0:
+            return f"image {number_of[self.sop_uids[k]]}"
+        return f"slice {order.index(self.sop_uids[k]) + 1}/{len(order)}"
+
+
 TYPE_TEXT = {
     "solid": "solid",
     "part_solid": "part-solid",
@@ -82,12 +124,17 @@ class CTNodulePipeline:
         timer = StageTimer()
         headers = [read_series_header(s.series_uid, s.paths) for s in study.series]
         choice = select_series(headers, RULES)
-        loaded = timer.run(
-            "volume", lambda: load_volume(choice.chosen.paths, choice.chosen.series_uid)
+        loaded: LoadedVolume = timer.run(
+            "volume", load_volume, choice.chosen.paths, choice.chosen.series_uid
         )
-        volume: Volume = loaded.volume  # type: ignore[attr-defined]
-        thickness = float(loaded.slice_thickness)  # type: ignore[attr-defined]
-        notes = [choice.explanation(), *loaded.notes]  # type: ignore[attr-defined]
+        volume, turn = timer.run("orient", to_canonical, loaded.volume)
+        source = SourceGrid.of(loaded, turn)
+        thickness = float(loaded.slice_thickness)
+        notes = [choice.explanation(), *loaded.notes]
+        if not turn.is_identity:
+            notes.append(f"analysed in the standard supine head-first layout ({turn.describe()})")
+        interpolated = turn.slices_to_canonical(loaded.interpolated)
+        del loaded  # with a permuted copy in ``volume``, the source array can go now
         limited = thickness > THIN_LIMIT_MM
         if limited:
             notes.append(
@@ -98,7 +145,14 @@ class CTNodulePipeline:
         # Thick slices lie outside the training distribution: large lesions (the only
         # ones reported there) are accepted from probability THICK_LARGE_FLOOR.
         large_floor = THICK_LARGE_FLOOR if limited else None
-        analysis = analyze_volume(volume, self.run_network, self.threshold, timer, large_floor)
+        analysis = analyze_volume(
+            volume, self.run_network, self.threshold, timer, large_floor, interpolated
+        )
+        if analysis.gap_suppressed:
+            notes.append(
+                f"{analysis.gap_suppressed} detection(s) on slices interpolated across the "
+                "missing-slice gap set aside: not seen on enough acquired slices"
+            )
         nodules = [
             n
             for n in analysis.nodules
@@ -106,7 +160,7 @@ class CTNodulePipeline:
         ]
         nodules.sort(key=lambda n: -n.measurements.axes.mean_mm)
         t_img = time.perf_counter()
-        findings, images, arrays = self._outputs(volume, analysis.lung, nodules)
+        findings, images, arrays = self._outputs(volume, source, analysis.lung, nodules)
         timer.timings.append(("key_images", round((time.perf_counter() - t_img) * 1000.0, 1)))
         cats = [n.category for n in nodules]
         study_cat = study_category(cats)
@@ -141,17 +195,17 @@ class CTNodulePipeline:
         return PipelineOutput(result, tuple(images), tuple(arrays))
 
     def _outputs(
-        self, volume: Volume, lung: LungMask, nodules: list[AssessedNodule]
+        self, volume: Volume, source: SourceGrid, lung: LungMask, nodules: list[AssessedNodule]
     ) -> tuple[list[Finding], list[tuple[str, Any]], list[tuple[str, Any]]]:
         findings: list[Finding] = []
         images: list[tuple[str, Any]] = []
         arrays: list[tuple[str, Any]] = [
-            ("geometry", np.asarray(volume.affine, dtype=np.float64)),
-            ("slice_sop_uids", np.asarray(volume.sop_instance_uids, dtype=np.str_)),
+            ("geometry", np.asarray(source.affine, dtype=np.float64)),
+            ("slice_sop_uids", np.asarray(source.sop_uids, dtype=np.str_)),
         ]
         labels = []
         for i, n in enumerate(nodules):
-            finding, caption = self._finding(volume, n, i)
+            finding, caption = self._finding(volume, source, n, i)
             findings.append(finding)
             labels.append(f"{i + 1}: {n.category}")
             images.append(
@@ -160,8 +214,10 @@ class CTNodulePipeline:
             images.append(
                 (f"nodule_{i}_zoom", zoom_image(volume, n.detection, n.measurements, caption[0]))
             )
-            arrays.append((f"mask_{i}", n.detection.mask.astype(bool)))
-            arrays.append((f"bbox_{i}", np.asarray(n.detection.bbox, dtype=np.int64)))
+            box, mask = source.turn.crop_to_source(n.detection.box, n.detection.mask)
+            bbox = [b.start for b in box] + [b.stop for b in box]
+            arrays.append((f"mask_{i}", mask.astype(bool)))
+            arrays.append((f"bbox_{i}", np.asarray(bbox, dtype=np.int64)))
         images.append(
             (
                 "overview_coronal_mip",
@@ -170,10 +226,16 @@ class CTNodulePipeline:
         )
         return findings, images, arrays
 
-    def _finding(self, volume: Volume, n: AssessedNodule, i: int) -> tuple[Finding, list[str]]:
+    def _finding(
+        self, volume: Volume, source: SourceGrid, n: AssessedNodule, i: int
+    ) -> tuple[Finding, list[str]]:
         m = n.measurements
+        # The key slice (largest axial diameter) as an original instance: the canonical
+        # point on it, mapped to the source grid (resampled slices name their nearest).
         k_key = n.detection.box[0].start + m.axes.slice_index
-        sop = volume.sop_instance_uids[k_key] if volume.sop_instance_uids else None
+        _, row, col = n.detection.center_kji
+        k_src = round(float(source.turn.to_source((k_key, row, col))[0]))
+        sop = source.sop_uids[k_src] if source.sop_uids else None
         centre = volume.index_to_lps(n.detection.center_kji)
         values = [
             Measurement("long_axis", round(m.axes.long_mm, 1), "mm"),
@@ -212,6 +274,8 @@ class CTNodulePipeline:
             f"Lung-RADS {n.category}",
             f"{m.axes.long_mm:.1f} x {m.axes.short_mm:.1f} mm (mean {m.axes.mean_mm:.1f} mm), "
             f"{m.volume_mm3:.0f} mm3, p={n.detection.probability:.2f}",
+            f"key slice: {source.image_label(k_src)}"
+            + ("" if source.turn.is_identity else " (standard view)"),
             "AI result, not verified",
         ]
         return finding, caption

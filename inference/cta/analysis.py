@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from countyread.domain import Volume
 from inference.cta.centerline import Skeleton, bridge_gaps, skeletonize
@@ -26,6 +27,7 @@ from inference.cta.stenosis import StenosisCall, assess
 
 WORK_SPACING_MM = 1.0
 FREE_END_PREFIXES = ("M1", "A1", "P1", "ECA")
+BRANCH_PREFIXES = ("M1", "A1", "P1", "ECA")
 GATE_GROW_VOXELS = 2
 
 F64 = npt.NDArray[np.float64]
@@ -87,11 +89,9 @@ def analyze_volume(
     naming = name_vessels(sk, node_lps)
     tm.lap("naming")
     big = [n for v in naming.vessels.values() if v.name[:3] in ("CCA", "ICA") for n in v.nodes]
-    if not big:
-        big = list(np.flatnonzero(sk.radius >= 1.5)) if len(sk.radius) else []
     centre_hu = sample_lps(volume, node_lps[big]) if big else np.zeros(0)
     inten = estimate_intensities(volume, centre_hu)
-    check_arterial(float(seg.vessels.sum()) * voxel_mm3, inten.lumen_hu if big else 0.0)
+    check_arterial(float(seg.vessels.sum()) * voxel_mm3, inten.lumen_hu, carotid_traced=bool(big))
     # sections may spread a little beyond the mask (partial volume) but never into bone
     gate_mask = ndimage.binary_dilation(seg.vessels, iterations=GATE_GROW_VOXELS) & ~seg.bone
     calcium_hu = max(inten.lumen_hu + 200.0, 600.0)
@@ -102,11 +102,15 @@ def analyze_volume(
     for name, v in naming.vessels.items():
         nodes = list(v.nodes)
         hint = float(np.median(sk.radius[nodes]))
-        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque, inside)
+        near = _foreign(naming, name, node_lps)
+        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque, inside, near)
     tm.lap("radius_profiles")
     calls: dict[str, StenosisCall] = {}
     first: dict[str, StenosisCall | None] = {
-        n: assess(n, p, free_end=n.startswith(FREE_END_PREFIXES)) for n, p in profiles.items()
+        n: assess(
+            n, p, free_end=n.startswith(FREE_END_PREFIXES), branch=n.startswith(BRANCH_PREFIXES)
+        )
+        for n, p in profiles.items()
     }
     for name, call in first.items():
         if call is None:
@@ -118,6 +122,35 @@ def analyze_volume(
         calls[name] = call
     tm.lap("stenosis")
     return CTAAnalysis(grid, hu, seg, sk, node_lps, naming, inten, profiles, calls)
+
+
+#: the vessel a named vessel continues from (its nodes are not foreign to it)
+PARENTS = {"ICA": ("CCA",), "ECA": ("CCA",), "M1": ("ICA",), "A1": ("ICA",), "P1": ("BA",)}
+
+
+def _foreign(naming: Naming, name: str, node_lps: F64) -> Callable[[F64], F64] | None:
+    """Distance to the nearest centreline node of any vessel but ``name`` and its parent."""
+    kind, side = name.split("_")[0], name.split("_")[-1]
+    own = set(naming.vessels[name].nodes)
+    for parent in PARENTS.get(kind, ()):
+        key = parent if parent == "BA" else f"{parent}_{side}"
+        if key in naming.vessels:
+            own |= set(naming.vessels[key].nodes)
+    if kind == "BA":
+        for key in ("VA_L", "VA_R"):
+            if key in naming.vessels:
+                own |= set(naming.vessels[key].nodes)
+    keep = np.ones(len(node_lps), dtype=bool)
+    keep[list(own)] = False
+    if not keep.any():
+        return None
+    tree = cKDTree(node_lps[keep])
+
+    def dist(pts: F64) -> F64:
+        d, _ = tree.query(pts.reshape(-1, 3))
+        return np.asarray(d, dtype=np.float64).reshape(pts.shape[:-1])
+
+    return dist
 
 
 def _typical_diameter(prof: Profile | None) -> float | None:

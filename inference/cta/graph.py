@@ -23,6 +23,16 @@ F64 = npt.NDArray[np.float64]
 LOOP_REACH_MM = 5.0
 LOCAL_HOPS = 12
 GAP_REACH_MM = 12.0
+#: A fragment cut off from the tree that holds the arch (a basilar artery whose
+#: vertebral arteries the network lost in the skull base, an intracranial carotid lost
+#: in the carotid canal) is joined from its lowest node to the nearest node of that tree
+#: below it, within this reach and 60 degrees of straight down; a midline fragment (the
+#: basilar, fed by both vertebral arteries) to the nearest node on each side.
+RISE_REACH_MM = 50.0
+RISE_MIN_MM = 5.0
+RISE_NEAR_MM = 16.0
+EDGE_MM = 10.0
+MIDLINE_MM = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +40,9 @@ class VesselGraph:
     lps: F64  # N x 3
     matrix: csr_matrix  # symmetric, edge weight = length in mm
     degree: npt.NDArray[np.int64]
+    #: edges (a, b), a < b, across lumen the mask lost: they lead the naming but carry
+    #: no measurable lumen
+    virtual: frozenset[tuple[int, int]] = frozenset()
 
     def neighbours(self, node: int) -> list[int]:
         row = self.matrix.indptr
@@ -113,8 +126,73 @@ def build_graph(sk: Skeleton, lps: F64) -> VesselGraph:
                 w += [d, d]
     m = coo_matrix((w, (rows, cols)), shape=(n, n)).tocsr()
     m = m.maximum(m.T).tocsr()
+    virtual: set[tuple[int, int]] = set()
+    if n:
+        m, virtual = _join_rising(m, lps)
     deg = np.diff(m.indptr).astype(np.int64)
-    return VesselGraph(lps, m, deg)
+    return VesselGraph(lps, m, deg, frozenset(virtual))
+
+
+def _join_rising(m: csr_matrix, lps: F64) -> tuple[csr_matrix, set[tuple[int, int]]]:
+    """Join each fragment to the tree holding the lowest node (see RISE_REACH_MM)."""
+    n_comp, comp = connected_components(m, directed=False)
+    if n_comp < 2:
+        return m, set()
+    z = lps[:, 2]
+    main = comp[int(np.argmin(z))]
+    in_main = comp == main
+    # ends at the bottom of the image are cut by the field of view, not by lost lumen
+    ends = np.flatnonzero((np.diff(m.indptr) <= 1) & in_main & (z > z.min() + EDGE_MM))
+    rows: list[int] = []
+    cols: list[int] = []
+    w: list[float] = []
+    virtual: set[tuple[int, int]] = set()
+    for c in range(n_comp):
+        members = np.flatnonzero(comp == c)
+        if c == main or np.ptp(lps[members], axis=0).max() < RISE_MIN_MM:
+            continue
+        low = int(members[np.argmin(z[members])])
+        for e in _rising_targets(lps, low, ends, np.flatnonzero(in_main)):
+            de = float(np.linalg.norm(lps[e] - lps[low])) or 1e-3
+            rows += [low, e]
+            cols += [e, low]
+            w += [de, de]
+            virtual.add((min(low, e), max(low, e)))
+    if not rows:
+        return m, set()
+    extra = coo_matrix((w, (rows, cols)), shape=m.shape).tocsr()
+    return m.maximum(extra).tocsr(), virtual
+
+
+def _rising_targets(
+    lps: F64, low: int, ends: npt.NDArray[np.int64], nodes: npt.NDArray[np.int64]
+) -> list[int]:
+    """Where a fragment's lowest node joins the tree below: a midline fragment (the
+    basilar) the midline vessel right below it (the vertebral confluence) or else the
+    nearest end on each side; any other fragment the nearest end."""
+
+    def below(cand: npt.NDArray[np.int64], reach: float) -> tuple[npt.NDArray[np.int64], F64]:
+        v = lps[cand] - lps[low]
+        d = np.linalg.norm(v, axis=1)
+        # any direction close by (the vertebral loop over the atlas climbs above the
+        # point where the network loses it), within 60 degrees of straight down farther
+        ok = (d <= reach) & (d > 0) & ((-v[:, 2] >= 0.5 * d) | (d <= RISE_NEAR_MM))
+        return cand[ok], v[ok]
+
+    midline = abs(float(lps[low, 0])) < MIDLINE_MM
+    if midline:
+        mid = nodes[np.abs(lps[nodes, 0]) < MIDLINE_MM / 2]
+        cand, v = below(mid, GAP_REACH_MM)
+        if len(cand):
+            return [int(cand[np.argmin(np.linalg.norm(v, axis=1))])]
+    cand, v = below(ends, RISE_REACH_MM)
+    best: dict[int, tuple[float, int]] = {}
+    for e, ve in zip(cand, v, strict=True):
+        side = (1 if ve[0] > 0 else -1) if midline else 0
+        de = float(np.linalg.norm(ve))
+        if side not in best or de < best[side][0]:
+            best[side] = (de, int(e))
+    return [e for _, e in best.values()]
 
 
 def _hops_near_ends(

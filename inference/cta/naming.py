@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse.csgraph import connected_components
 
 from inference.cta.centerline import Skeleton
 from inference.cta.graph import VesselGraph, build_graph
@@ -29,6 +30,7 @@ CRANIAL_BAND_MM = 35.0
 POSTERIOR_MARGIN_MM = 10.0
 BIG_BRANCH_MM = 12.0
 MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
+DROP_MM = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +67,15 @@ class _Namer:
 
     # -- helpers ----------------------------------------------------------------------
     def add(self, name: str, nodes: list[int] | tuple[int, ...]) -> None:
-        if len(nodes) >= 2:
-            self.vessels[name] = NamedVessel(name, tuple(int(n) for n in nodes))
+        """Name ``nodes``; a path across virtual edges keeps its longest measured piece."""
+        pieces: list[list[int]] = [[]]
+        for n in nodes:
+            if pieces[-1] and (min(pieces[-1][-1], n), max(pieces[-1][-1], n)) in self.g.virtual:
+                pieces.append([])
+            pieces[-1].append(int(n))
+        best = max(pieces, key=self.length)
+        if len(best) >= 2:
+            self.vessels[name] = NamedVessel(name, tuple(best))
 
     def length(self, nodes: list[int] | tuple[int, ...]) -> float:
         p = self.lps[list(nodes)]
@@ -97,15 +106,29 @@ class _Namer:
         out: dict[str, int] = {}
         if not cranial:
             return out
-        y_post = float(np.median(self.lps[cranial, 1])) + POSTERIOR_MARGIN_MM
+        # posterior = behind the middle cerebral ends (the most lateral end on each
+        # side); a median over all ends fails where the posterior cerebral ends are as
+        # many as the others
+        lateral = [
+            max(mine, key=lambda e: abs(self.lps[e, 0]))
+            for mine in ([e for e in cranial if self.lps[e, 0] * sx > 25.0] for _, sx in SIDES)
+            if mine
+        ]
+        anchor = lateral if lateral else cranial
+        y_post = float(np.median(self.lps[anchor, 1])) + POSTERIOR_MARGIN_MM
         self.y_post = y_post
         band = np.flatnonzero(self.z > self.zhi - CRANIAL_BAND_MM - 10.0)
+        _, comp = connected_components(self.g.matrix, directed=False)
+        size = np.bincount(comp)
         for side, sx in SIDES:
             mine = [e for e in cranial if self.lps[e, 0] * sx > 0]
             post = [e for e in mine if self.lps[e, 1] > y_post]
             lateral = [e for e in mine if e not in post and abs(self.lps[e, 0]) > 25.0]
             if post:
-                out[f"P_{side}"] = max(post, key=lambda e: abs(self.lps[e, 0]))
+                # a loose fragment behind the brain (a vein piece) is no cerebral artery
+                big = max(post, key=lambda e: size[comp[e]])
+                tree = [e for e in post if comp[e] == comp[big]]
+                out[f"P_{side}"] = max(tree, key=lambda e: abs(self.lps[e, 0]))
             if lateral:
                 out[f"M_{side}"] = max(lateral, key=lambda e: abs(self.lps[e, 0]))
             medial = band[
@@ -140,8 +163,8 @@ class _Namer:
         start = m_end if m_end is not None else a_end
         if start is None:
             return None
-        # the carotid terminus is the lowest point of the arc from the anterior to the
-        # middle cerebral end, both on this side of the midline; the carotid runs down on
+        # the carotid terminus is where the way down leaves the arc from the anterior to
+        # the middle cerebral end, both on this side of the midline; the carotid runs down on
         # its own side too (the anterior communicating artery must not lead across)
         self.side_m = self.g.without(np.flatnonzero(self.lps[:, 0] * sx < -3.0).tolist())
         down = self.down_path(start, self.side_m)
@@ -151,7 +174,11 @@ class _Namer:
         if m_end is not None and a_end is not None:
             arc = self.g.shortest(a_end, m_end, self.side_m) or self.g.shortest(a_end, m_end)
             if arc is not None and self.length(arc) < 90.0:
-                terminus = min(arc, key=lambda n: self.z[n])
+                # where the way down to the neck leaves the arc: the lowest point of
+                # a flat middle cerebral would do as well as the true junction
+                on_arc = set(arc)
+                shared = [n for n in down if n in on_arc]
+                terminus = shared[-1] if shared else min(arc, key=lambda n: self.z[n])
         if terminus is None:
             terminus = self.turn_down(down)
         down = self.down_path(terminus, self.side_m) or [terminus]
@@ -243,7 +270,15 @@ class _Namer:
             name = f"{key}_{side}"
             path = None
             if end is not None:
-                path = self.g.shortest(terminus, end, self.side_m) or self.g.shortest(terminus, end)
+                # a path that runs down from the terminus went round through the neck
+                # (the arch, the other carotid): it is not this vessel
+                paths = (self.g.shortest(terminus, end, m) for m in (self.side_m, None))
+                path = next(
+                    (q for q in paths if q and self.z[q].min() > self.z[terminus] - DROP_MM),
+                    None,
+                )
+                if path is None and self.g.shortest(terminus, end) is not None:
+                    continue
             if path is None or self.length(path) < 3.0:
                 self.occl.append(OcclusionCall(name, terminus, "not traced from the terminus"))
                 continue

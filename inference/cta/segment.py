@@ -21,6 +21,10 @@ CANDIDATE_HU = 150.0
 TILE = 64
 MARGIN = 8
 MIN_COMPONENT_MM3 = 60.0
+#: Network pieces this small still seed the refinement: a basilar artery cut off from
+#: the vertebrals by the skull base can come out of the network as a 40 mm3 stub that
+#: the growth turns back into the whole vessel; the size rule applies after growth.
+SEED_MIN_MM3 = 20.0
 BONE_HU = 200.0
 #: Refinement (:func:`refine`): the growth threshold sits this far from tissue to lumen,
 #: i.e. half-way (the partial-volume edge of a lumen); cortical bone is anything this
@@ -111,24 +115,33 @@ def predict_tiled(
     return np.asarray(logits > logit_threshold), run, total
 
 
-def clean_vessels(mask: BOOL, voxel_mm3: float) -> BOOL:
+def clean_vessels(mask: BOOL, voxel_mm3: float, min_mm3: float = MIN_COMPONENT_MM3) -> BOOL:
     """Drop small components (noise, calcium specks) and thin isolated ones.
 
     A component in which no voxel lies deeper than one voxel inside is a sheet or a
     line one voxel thick: the rim of a bone cortex, never a lumen on its own.
     """
+    return clean_vessels_by_size(mask, voxel_mm3, (min_mm3,))[0]
+
+
+def clean_vessels_by_size(mask: BOOL, voxel_mm3: float, min_mm3: tuple[float, ...]) -> list[BOOL]:
+    """:func:`clean_vessels` for several size limits from one labelling."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
-        return mask
+        return [mask for _ in min_mm3]
     sizes = np.bincount(labels.ravel())
-    keep = sizes * voxel_mm3 >= MIN_COMPONENT_MM3
+    thick = np.ones(n + 1, dtype=bool)
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
     if box is not None:
         dt = ndimage.distance_transform_cdt(mask[box], metric="taxicab")
         depth = ndimage.maximum(dt, labels[box], index=np.arange(n + 1))
-        keep &= np.asarray(depth) >= 2
-    keep[0] = False
-    return np.asarray(keep[labels])
+        thick = np.asarray(depth) >= 2
+    out = []
+    for limit in min_mm3:
+        keep = (sizes * voxel_mm3 >= limit) & thick
+        keep[0] = False
+        out.append(np.asarray(keep[labels]))
+    return out
 
 
 def _tissue_hu(hu: npt.NDArray[np.float32]) -> float:
@@ -138,7 +151,10 @@ def _tissue_hu(hu: npt.NDArray[np.float32]) -> float:
 
 
 def refine(
-    hu: npt.NDArray[np.float32], vessels: BOOL, weak: BOOL | None = None
+    hu: npt.NDArray[np.float32],
+    vessels: BOOL,
+    weak: BOOL | None = None,
+    reference: BOOL | None = None,
 ) -> tuple[BOOL, int]:
     """Grow the network's lumen into connected contrast-filled voxels it missed.
 
@@ -155,8 +171,9 @@ def refine(
     logit > SHELL_MIN_LOGIT) holds: a vertebral artery in its foramen runs within
     1-2 mm of the cortex ring for the whole cervical spine.
     Veins in the arterial phase (60-140 HU) stay below the growth threshold.
+    ``reference`` (default: ``vessels``) is the mask the lumen HU is measured on.
     """
-    core = ndimage.binary_erosion(vessels)
+    core = ndimage.binary_erosion(vessels if reference is None else reference)
     if core.sum() < 50:
         return vessels, 0
     lumen = float(np.median(hu[core]))
@@ -222,10 +239,18 @@ def segment(
     network alone.
     """
     logits, run, total = predict_logits(hu, predict)
-    vessels = clean_vessels(np.asarray(logits > logit_threshold), voxel_mm3)
-    grown = 0
-    if do_refine:
-        vessels, grown = refine(hu, vessels, np.asarray(logits > SHELL_MIN_LOGIT))
+    raw = np.asarray(logits > logit_threshold)
+    if not do_refine:
+        return Segmentation(clean_vessels(raw, voxel_mm3), np.zeros(0, dtype=bool), run, total)
+    # the lumen HU (and whether there is contrast at all) from full-size pieces only
+    seeds, reference = clean_vessels_by_size(raw, voxel_mm3, (SEED_MIN_MM3, MIN_COMPONENT_MM3))
+    grown_mask, _ = refine(hu, seeds, np.asarray(logits > SHELL_MIN_LOGIT), reference)
+    # every piece grew from a seed at least two voxels thick: only the size rule is left
+    labels, n = ndimage.label(grown_mask, structure=np.ones((3, 3, 3), dtype=bool))
+    keep = np.bincount(labels.ravel(), minlength=n + 1) * voxel_mm3 >= MIN_COMPONENT_MM3
+    keep[0] = False
+    vessels = np.asarray(keep[labels])
+    grown = int(vessels.sum()) - int((vessels & raw).sum())
     return Segmentation(vessels, np.zeros(0, dtype=bool), run, total, grown)
 
 

@@ -66,8 +66,17 @@ def check_coverage(z_extent_mm: float) -> None:
         )
 
 
-def check_arterial(vessel_volume_mm3: float, lumen_hu: float) -> None:
-    """Refuse non-contrast and venous-phase series, judged on the segmented arteries."""
+def check_arterial(vessel_volume_mm3: float, lumen_hu: float, carotid_traced: bool = True) -> None:
+    """Refuse non-contrast and venous-phase series, judged on the segmented arteries.
+
+    Without a traced carotid the bright tubes found are not arteries: in a non-contrast
+    series the network's few false pieces sit on bone, whose marrow reads like lumen.
+    """
+    if not carotid_traced:
+        raise NotAnalyzableError(
+            "no arterial contrast: no carotid artery traced "
+            f"({vessel_volume_mm3:.0f} mm3 of bright tubes)"
+        )
     if vessel_volume_mm3 < MIN_VESSEL_VOLUME_MM3:
         raise NotAnalyzableError(
             "no arterial contrast: no enhanced arteries found "

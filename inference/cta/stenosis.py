@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from inference.cta.profile import STEP_MM, Profile
 
@@ -20,9 +21,20 @@ REPORT_MIN_PERCENT = 20.0
 NARROW_FRACTION = 0.9
 END_SKIP_MM = 3.0
 FREE_END_SKIP_MM = 6.0
+#: The internal carotid ends at its terminus, where the centreline may run on into the
+#: first millimetres of a branch: not graded (NASCET lesions sit at the bulb).
+ICA_END_SKIP_MM = 10.0
+ICA_START_SKIP_MM = 1.0
 DISTAL_REF_MM = (5.0, 25.0)
 NEAR_REF_MM = 15.0
 COLLAPSE_RATIO = 0.6
+#: A narrowing must hold over this many consecutive samples (1 mm): one low section
+#: is calibre noise (1-2 voxels across a small artery), not a lesion.
+MIN_RUN_SAMPLES = 2
+#: A branch leaving a junction (A1/M1 off the carotid terminus, P1 off the basilar tip)
+#: starts inside its parent's lumen: its first millimetres are no normal reference.
+JUNCTION_SKIP_MM = 4.0
+MAX_CANDIDATES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,41 +72,83 @@ def _run(d: npt.NDArray[np.float64], i: int, limit: float) -> tuple[int, int]:
     return a, b
 
 
+def _reference(
+    d: npt.NDArray[np.float64],
+    a: int,
+    b: int,
+    lo: int,
+    hi: int,
+    ref_lo: int,
+    ref0: float,
+    is_ica: bool,
+) -> float:
+    """NASCET: the normal internal carotid 5-25 mm beyond the narrowing; otherwise the
+    median of the normal segments on either side."""
+    if is_ica:
+        s0, s1 = b + int(DISTAL_REF_MM[0] / STEP_MM), b + int(DISTAL_REF_MM[1] / STEP_MM)
+        distal = d[s0 : min(s1, hi)]
+        if len(distal) >= 6:
+            return max(float(np.median(distal)), 1e-3)
+    w = int(NEAR_REF_MM / STEP_MM)
+    buf = int(2.0 / STEP_MM)
+    left = d[max(ref_lo, a - buf - w) : max(ref_lo, a - buf)]
+    right = d[min(hi, b + buf) : min(hi, b + buf + w)]
+    both = np.r_[left, right]
+    return max(float(np.median(both)) if len(both) >= 4 else ref0, 1e-3)
+
+
 def assess(
     vessel: str,
     prof: Profile,
     free_end: bool,
     contralateral_ref_mm: float | None = None,
+    branch: bool = False,
 ) -> StenosisCall | None:
-    """The narrowest point of one vessel and its grade; None if under REPORT_MIN_PERCENT."""
-    d = prof.diameter_mm
+    """The narrowest point of one vessel and its grade; None if under REPORT_MIN_PERCENT.
+
+    ``free_end``: the vessel ends in the image (its last millimetres taper); ``branch``:
+    it starts at a junction (see JUNCTION_SKIP_MM).
+    """
+    # the narrowing at a sample is the widest of its MIN_RUN_SAMPLES-long neighbourhoods
+    d = ndimage.minimum_filter1d(
+        ndimage.maximum_filter1d(prof.diameter_mm, MIN_RUN_SAMPLES, mode="nearest"),
+        MIN_RUN_SAMPLES,
+        mode="nearest",
+    )
     n = len(d)
-    lo = int(END_SKIP_MM / STEP_MM)
-    hi = n - int((FREE_END_SKIP_MM if free_end else END_SKIP_MM) / STEP_MM)
+    # the internal carotid starts at the bifurcation, where a lesion at its origin sits
+    lo = int((ICA_START_SKIP_MM if vessel.startswith("ICA") else END_SKIP_MM) / STEP_MM)
+    end_mm = FREE_END_SKIP_MM if free_end else END_SKIP_MM
+    if vessel.startswith("ICA"):
+        end_mm = ICA_END_SKIP_MM
+    hi = n - int(end_mm / STEP_MM)
     if hi - lo < 4:
         return None
     ref0 = float(np.median(d[lo:hi]))
-    i = lo + int(np.argmin(d[lo:hi]))
-    a, b = _run(d, i, NARROW_FRACTION * ref0)
     is_ica = vessel.startswith("ICA")
-    ref = None
-    method = "diameter reduction"
-    if is_ica:
-        method = "NASCET"
-        s0, s1 = b + int(DISTAL_REF_MM[0] / STEP_MM), b + int(DISTAL_REF_MM[1] / STEP_MM)
-        distal = d[s0 : min(s1, hi)]
-        if len(distal) >= 6:
-            ref = float(np.median(distal))
-    if ref is None:
-        w = int(NEAR_REF_MM / STEP_MM)
-        buf = int(2.0 / STEP_MM)
-        left = d[max(lo, a - buf - w) : max(lo, a - buf)]
-        right = d[min(hi, b + buf) : min(hi, b + buf + w)]
-        both = np.r_[left, right]
-        ref = float(np.median(both)) if len(both) >= 4 else ref0
-    ref = max(ref, 1e-3)
+    method = "NASCET" if is_ica else "diameter reduction"
+    ref_lo = lo + int(JUNCTION_SKIP_MM / STEP_MM) if branch else lo
+    # every separate narrowing is graded against its own reference and the worst one is
+    # reported: the narrowest section is not always the worst lesion (a vessel that is
+    # thinner along its whole course, a skull-base segment that reads low)
+    best: tuple[float, int, float] | None = None
+    free = np.zeros(n, dtype=bool)
+    free[lo:hi] = True
+    for _ in range(MAX_CANDIDATES):
+        if not free.any():
+            break
+        i = int(np.flatnonzero(free)[np.argmin(d[free])])
+        a, b = _run(d, i, NARROW_FRACTION * ref0)
+        gap = int(2.0 / STEP_MM)
+        free[max(lo, min(a, i - gap)) : max(b, i + gap + 1)] = False
+        ref = _reference(d, a, b, lo, hi, ref_lo, ref0, is_ica)
+        pct = float(np.clip(100.0 * (1.0 - float(d[i]) / ref), 0.0, 99.0))
+        if best is None or pct > best[0]:
+            best = (pct, i, ref)
+    if best is None:
+        return None
+    percent, i, ref = best
     dmin = float(d[i])
-    percent = float(np.clip(100.0 * (1.0 - dmin / ref), 0.0, 99.0))
     if percent < REPORT_MIN_PERCENT:
         return None
     a, b = _run(d, i, NARROW_FRACTION * ref)

@@ -4,7 +4,10 @@ Coordinates: a radiograph has no patient z, so ``center_lps`` of a DR finding is
 point in the image plane ``(column * column_spacing, row * row_spacing, 0)`` in mm from
 the top-left corner of the stored matrix (pixel centres, PS3.3 C.8.11.4 / 10.7.1.3);
 without any pixel spacing it is ``(column, row, 0)`` in pixels, and the ``unit``
-attribute says which. ``sop_instance_uid`` names the image the point lies on.
+attribute says which. ``sop_instance_uid`` names the image the point lies on. The
+``side`` attribute is the patient's side of the film's midline once the film is in the
+standard display (:mod:`inference.dr.orientation`); it is left out when the film's
+orientation is not known.
 
 Urgency (documented rule): urgent when a detection above the operating threshold is a
 mass (diameter >= 30 mm, with a known pixel size) or the image score is at least
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from countyread.domain import Finding, Measurement, ModelRef, Urgency
 from inference.dr.detect import Candidate, Letterbox
@@ -55,14 +56,13 @@ def to_marks(cands: Sequence[Candidate], box: Letterbox, radiograph: Radiograph)
     """Map network-input detections back to the stored matrix and to mm where known."""
     marks = []
     geo = radiograph.geometry
+    mm = radiograph.working_mm
     for c in cands:
         working = box.to_working((c.row, c.col))
         r, col = radiograph.to_stored(working)[0]
-        d_px = c.diameter / box.scale * radiograph.factor
-        if geo.spacing_mm is not None:
-            d = d_px * float(np.sqrt(geo.spacing_mm[0] * geo.spacing_mm[1]))
-        else:
-            d = d_px
+        d_working = c.diameter / box.scale
+        d_px = d_working * radiograph.stored_per_working
+        d = d_working * mm if mm is not None else d_px
         marks.append(Mark(float(r), float(col), float(d_px), round(float(d), 1), geo.unit, c.score))
     return marks
 
@@ -93,7 +93,7 @@ def to_findings(
             center = (m.col * spacing[1], m.row * spacing[0], 0.0)
         else:
             center = (m.col, m.row, 0.0)
-        attributes = (
+        attributes: tuple[tuple[str, str], ...] = (
             ("view", view),
             ("unit", m.unit),
             ("coordinates", "image plane (column, row, 0) from the top-left pixel"),
@@ -101,6 +101,9 @@ def to_findings(
             ("spacing_source", radiograph.geometry.source),
             ("type", "mass" if m.diameter >= thresholds.mass_mm and m.unit == "mm" else "nodule"),
         )
+        side = radiograph.side((m.row, m.col))
+        if side is not None:  # of the film's midline, in the standard display
+            attributes = (*attributes, ("side", side))
         out.append(
             Finding(
                 kind=KIND,

@@ -1,6 +1,7 @@
 """Turn a stored DX/CR instance into a display-ready radiograph (white = dense).
 
-Steps, in the order PS3.3 C.11 / C.7.6.3.1.2 define the grayscale pipeline:
+Steps, in the order PS3.3 C.11 / C.7.6.3.1.2 define the grayscale pipeline (steps 1-5
+in :mod:`inference.dr.grayscale`):
 
 1. refuse absurd matrices before decoding (memory bound), take frame 1 of a multi-frame;
 2. block-average down to at most ``WORK_MAX`` pixels on the long side right after
@@ -11,8 +12,14 @@ Steps, in the order PS3.3 C.11 / C.7.6.3.1.2 define the grayscale pipeline:
    neither is present the contrast comes from the image's own percentiles (noted);
 5. MONOCHROME1 (minimum = white) is inverted after the VOI stage (PS3.3 C.7.6.3.1.2),
    as is a MONOCHROME2 image with Presentation LUT Shape INVERSE;
-6. burned-in collimation / shutter borders (uniform bands at the edges) are cropped;
-7. percentile normalisation inside the exposed field to [0, 1].
+6. non-square pixels are resampled square (the coarser axis is interpolated up), and a
+   film that Patient Orientation says was rotated or mirrored is turned to the standard
+   display (:mod:`inference.dr.orientation`);
+7. burned-in collimation / shutter borders (uniform bands at the edges) are cropped;
+8. percentile normalisation inside the exposed field to [0, 1].
+
+Step 6 belongs to :func:`load_radiograph` only: training images are made upright and
+square, and share steps 7-8 through :func:`prepare_values`.
 
 Pixel size: Pixel Spacing (calibrated to the patient plane, PS3.3 10.7.1.3) wins over
 Imager Pixel Spacing (detector plane, PS3.3 C.8.11.4), which is divided by the Estimated
@@ -24,23 +31,48 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from countyread.errors import NotAnalyzableError
+from inference.dr.grayscale import (  # re-exported: training shares these
+    LOW_RESOLUTION,
+    MAX_PIXELS,
+    MIN_SIDE,
+    WORK_MAX,
+    block_reduce,
+    display_values,
+)
+from inference.dr.orientation import AS_STORED, Reorientation, reorientation
+
+__all__ = [
+    "LOW_RESOLUTION",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "WORK_MAX",
+    "PixelGeometry",
+    "Radiograph",
+    "block_reduce",
+    "collimation_crop",
+    "display_values",
+    "load_radiograph",
+    "normalise",
+    "pixel_geometry",
+    "prepare_values",
+    "square_pixels",
+]
 
 logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 
-WORK_MAX = 1024  # long side of the working image, in pixels
-MAX_PIXELS = 80_000_000  # refuse larger matrices before decoding (about 160 MB at 16 bit)
 _BORDER_MAX_FRACTION = 0.2
+_SQUARE_TOLERANCE = 0.02  # pixel aspect ratios closer to 1 than this are left alone
+_MAX_ASPECT = 3.0  # no radiography detector or scanner has pixels more oblong than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +101,11 @@ class Radiograph:
     """A prepared radiograph and the map from its pixels back to the stored matrix.
 
     ``pixels`` is float32 in [0, 1], dense = bright, cropped to the exposed field and
-    reduced by ``factor``. A working pixel (r, c) covers stored pixels starting at
-    ``((r + crop[0]) * factor, (c + crop[1]) * factor)``.
+    reduced by ``factor``. Without stretch or turn, a working pixel (r, c) covers stored
+    pixels starting at ``((r + crop[0]) * factor, (c + crop[1]) * factor)``; ``stretch``
+    (working pixels per reduced pixel along the stored rows and columns) makes pixels
+    square, ``turn`` puts the film in the standard display, and ``upright_shape`` is the
+    working image's shape before the crop.
     """
 
     pixels: F32
@@ -79,12 +114,51 @@ class Radiograph:
     stored_shape: tuple[int, int]
     geometry: PixelGeometry
     notes: tuple[str, ...]
+    stretch: tuple[float, float] = (1.0, 1.0)
+    turn: Reorientation = AS_STORED
+    upright_shape: tuple[int, int] | None = None
+
+    def _upright(self) -> tuple[int, int]:
+        if self.upright_shape is not None:
+            return self.upright_shape
+        h, w = self.pixels.shape
+        return (h + self.crop[0], w + self.crop[1])
 
     def to_stored(self, rc: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Working-pixel (row, col) coordinates (N x 2) to stored-pixel coordinates."""
-        pts = np.atleast_2d(np.asarray(rc, dtype=np.float64))
-        off = np.asarray(self.crop, dtype=np.float64)
-        return (pts + off) * self.factor + (self.factor - 1) / 2.0
+        pts = np.atleast_2d(np.asarray(rc, dtype=np.float64)) + np.asarray(self.crop, float)
+        pts = self.turn.to_source(pts, self._upright())
+        pts = (pts + 0.5) / np.asarray(self.stretch, dtype=np.float64) - 0.5
+        return pts * self.factor + (self.factor - 1) / 2.0
+
+    def to_working(self, rc: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Stored-pixel (row, col) coordinates (N x 2) to working-pixel coordinates."""
+        pts = np.atleast_2d(np.asarray(rc, dtype=np.float64)) - (self.factor - 1) / 2.0
+        pts = (pts / self.factor + 0.5) * np.asarray(self.stretch, dtype=np.float64) - 0.5
+        pts = self.turn.to_standard(pts, self._upright())
+        return pts - np.asarray(self.crop, dtype=np.float64)
+
+    @property
+    def stored_per_working(self) -> float:
+        """Stored pixels per working pixel along the finer stored axis."""
+        return self.factor / max(self.stretch)
+
+    @property
+    def working_mm(self) -> float | None:
+        """Side of a (square) working pixel in mm; None without a pixel size."""
+        sp = self.geometry.spacing_mm
+        if sp is None:
+            return None
+        rows, cols = (s * self.factor / t for s, t in zip(sp, self.stretch, strict=True))
+        return math.sqrt(rows * cols)
+
+    def side(self, stored_rc: tuple[float, float]) -> str | None:
+        """The patient's side of the film's midline a stored point lies on (standard
+        display: the patient's right on the image left); None when not known."""
+        if not self.turn.side_known:
+            return None
+        col = float(self.to_working(stored_rc)[0, 1]) + self.crop[1]
+        return "right" if col < self._upright()[1] / 2.0 else "left"
 
 
 def pixel_geometry(ds: Dataset) -> PixelGeometry:
@@ -117,93 +191,28 @@ def _pair(value: Any) -> tuple[float, float] | None:
     return (a, b)
 
 
-def block_reduce(arr: npt.NDArray[Any], factor: int) -> F32:
-    """Mean over ``factor x factor`` blocks (the remainder rows/columns are dropped)."""
-    if factor <= 1:
-        return np.asarray(arr, dtype=np.float32)
-    h, w = (arr.shape[0] // factor) * factor, (arr.shape[1] // factor) * factor
-    out = np.zeros((h // factor, w // factor), dtype=np.float32)
-    # row bands keep the float temporary small for very large matrices
-    band = factor * max(1, 256 // factor)
-    for r in range(0, h, band):
-        block = np.asarray(arr[r : min(r + band, h), :w], dtype=np.float32)
-        rows = block.shape[0] // factor
-        out[r // factor : r // factor + rows] = block.reshape(rows, factor, -1, factor).mean(
-            axis=(1, 3)
-        )
-    return out
-
-
-def display_values(ds: Dataset) -> tuple[F32, int, tuple[str, ...]]:
-    """Decoded, reduced, Modality- and VOI-mapped values, dense = bright.
-
-    Returns the array, the reduction factor and notes on what was applied.
-    """
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    if rows < 64 or cols < 64:
-        raise NotAnalyzableError(f"image matrix {rows}x{cols} is too small for a chest film")
-    if rows * cols > MAX_PIXELS:
-        raise NotAnalyzableError(f"image matrix {rows}x{cols} exceeds {MAX_PIXELS} pixels")
-    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise NotAnalyzableError(f"photometric interpretation {photometric} is not grayscale")
-    try:
-        raw = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; the reason goes to the worklist
-        raise NotAnalyzableError(f"pixel data cannot be decoded: {exc}") from exc
-    if raw.ndim == 3:  # multi-frame DX: the first frame is the image of record
-        raw = raw[0]
-    notes: list[str] = []
-    factor = max(1, math.ceil(max(raw.shape) / WORK_MAX))
-    if ds.get("ModalityLUTSequence"):
-        # a LUT indexes stored values, so it must see them before any averaging
-        values = block_reduce(apply_modality_lut(raw, ds), factor)
-        notes.append("Modality LUT applied")
-    else:
-        values = block_reduce(raw, factor)
-        slope = float(ds.get("RescaleSlope") or 1.0)
-        intercept = float(ds.get("RescaleIntercept") or 0.0)
-        if slope != 1.0 or intercept != 0.0:
-            values = values * np.float32(slope) + np.float32(intercept)
-    del raw
-    if ds.get("VOILUTSequence"):
-        voi = apply_voi_lut(np.round(values).astype(np.int64), ds, index=0)
-        values = np.asarray(voi, dtype=np.float32)
-        notes.append("VOI LUT applied")
-    elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        values = np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float32)
-        notes.append("window applied")
-    else:
-        notes.append("no VOI LUT or window: contrast from image statistics")
-    # DX requires Presentation LUT Shape INVERSE with MONOCHROME1 (PS3.3 C.8.11.1.1.5): the
-    # two say the same thing. INVERSE on a MONOCHROME2 image (seen on CR/SC) also inverts.
-    lut_shape = str(ds.get("PresentationLUTShape") or "").upper()
-    if photometric == "MONOCHROME1":
-        values = np.float32(values.max() + values.min()) - values
-        notes.append("MONOCHROME1 inverted")
-    elif lut_shape == "INVERSE":
-        values = np.float32(values.max() + values.min()) - values
-        notes.append("Presentation LUT Shape INVERSE applied")
-    return values, factor, tuple(notes)
-
-
 def collimation_crop(values: F32) -> tuple[int, int, int, int]:
     """(row0, row1, col0, col1) of the exposed field inside burned-in uniform borders.
 
-    A border line is one whose spread is tiny next to the image's range and whose level
-    sits at either end of it (shutters are burned in as black or white). At most
-    ``_BORDER_MAX_FRACTION`` of each side is removed.
+    A border line sits at either end of the image's range (shutters are burned in as
+    black or white) and is flat: a white one (unexposed detector behind the collimator)
+    within a small fraction of the range, a black one exactly, because the air beside a
+    patient is dark and smooth too but carries quantum noise, and cropping it would make
+    the framing depend on the noise. At most ``_BORDER_MAX_FRACTION`` of each side is
+    removed.
     """
     lo, hi = np.percentile(values, [1, 99])
     span = float(hi - lo) or 1.0
     tol = 0.02 * span
+    exact = 1e-3 * span + 1e-6
     vmin, vmax = float(values.min()), float(values.max())
 
     def is_border(line: F32) -> bool:
         level = float(line.mean())
-        flat = float(line.max() - line.min()) < 2 * tol + 1e-6
-        extreme = level <= vmin + tol or level >= vmax - tol
-        return flat and extreme
+        spread = float(line.max() - line.min())
+        if level >= vmax - tol:
+            return spread < 2 * tol + 1e-6
+        return level <= vmin + tol and spread <= exact
 
     h, w = values.shape
     r0, r1, c0, c1 = 0, h, 0, w
@@ -242,11 +251,49 @@ def prepare_values(
     if (r0, c0) != (0, 0) or (r1, c1) != values.shape:
         extra.append("collimation border cropped")
     pixels = normalise(values[r0:r1, c0:c1])
-    return Radiograph(pixels, factor, (r0, c0), stored_shape, geometry, tuple(extra))
+    return Radiograph(
+        pixels,
+        factor,
+        (r0, c0),
+        stored_shape,
+        geometry,
+        tuple(extra),
+        upright_shape=(int(values.shape[0]), int(values.shape[1])),
+    )
+
+
+def square_pixels(values: F32, geometry: PixelGeometry) -> tuple[F32, tuple[float, float]]:
+    """Interpolate the coarser axis up so that a working pixel is square; returns the
+    array and the stretch (new pixels per old) along rows and columns."""
+    sp = geometry.spacing_mm
+    if sp is None or abs(sp[0] / sp[1] - 1.0) <= _SQUARE_TOLERANCE:
+        return values, (1.0, 1.0)
+    if max(sp) / min(sp) > _MAX_ASPECT:  # a broken header, not a detector: left as stored
+        return values, (1.0, 1.0)
+    h, w = values.shape
+    nh, nw = (round(h * sp[0] / sp[1]), w) if sp[0] > sp[1] else (h, round(w * sp[1] / sp[0]))
+    image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F")
+    out = np.asarray(image.resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.float32)
+    return out, (nh / h, nw / w)
 
 
 def load_radiograph(ds: Dataset) -> Radiograph:
     """Everything above, for one dataset with pixel data."""
     values, factor, notes = display_values(ds)
     shape = (int(ds.Rows), int(ds.Columns))
-    return prepare_values(values, factor, shape, pixel_geometry(ds), notes)
+    geometry = pixel_geometry(ds)
+    values, stretch = square_pixels(values, geometry)
+    extra = list(notes)
+    if stretch != (1.0, 1.0):
+        assert geometry.spacing_mm is not None
+        extra.append(
+            "non-square pixels ({:.3f} x {:.3f} mm): resampled square for reading".format(
+                *geometry.spacing_mm
+            )
+        )
+    turn, why = reorientation(ds)
+    values = turn.apply(values)
+    if why:
+        extra.append(why)
+    prepared = prepare_values(values, factor, shape, geometry, tuple(extra))
+    return replace(prepared, stretch=stretch, turn=turn)

@@ -57,13 +57,14 @@ def key_image(
     # sized to the width too, so the bilingual headline fits on small films
     font, cjk = _font(max(10, min(band // 2 - 2, img.width // 40)))
     small, _ = _font(max(9, min(band // 3, img.width // 48)))
-    f = radiograph.factor
+    per = radiograph.stored_per_working
     for i, m in enumerate(sorted(marks, key=lambda m: -m.score), start=1):
         if m.score < operating:
             continue
-        r = ((m.row - (f - 1) / 2) / f - radiograph.crop[0]) * zoom + band
-        c = ((m.col - (f - 1) / 2) / f - radiograph.crop[1]) * zoom
-        rad = max(8.0, 0.75 * m.diameter_px / f * zoom)
+        # the key image shows the film as read: square pixels, standard display
+        wr, wc = radiograph.to_working((m.row, m.col))[0]
+        r, c = wr * zoom + band, wc * zoom
+        rad = max(8.0, 0.75 * m.diameter_px / per * zoom)
         color = _RED if m.score >= 0.8 or (m.unit == "mm" and m.diameter >= 30) else _AMBER
         draw.ellipse((c - rad, r - rad, c + rad, r + rad), outline=color, width=2)
         label = f"{i} {m.score:.2f} {m.diameter:.0f}{m.unit}"

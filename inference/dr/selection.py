@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 
 from countyread.errors import NotAnalyzableError
+from inference.dr.image import MIN_SIDE
+from inference.dr.orientation import primary_letters
 from inference.pipeline import StudyInput
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ _NOT_FRONTAL = {
     "RAO",
 }
 _CHEST = re.compile(r"(?i)(chest|thorax|thoracic|lung|\bcxr\b|胸|肺)")
+# "正侧位" / "PA + LAT" name a study holding both views: no evidence about one image
+_BOTH_VIEWS_TEXT = re.compile(r"(?i)(正侧位|正側位|\b(pa|ap)\s*(and|&|/|\+|,)\s*lat(eral)?\b)")
 _LATERAL_TEXT = re.compile(r"(?i)(\blat(eral)?\b|\bll\b|\brl\b|侧位|oblique|斜位|decub)")
 _PA_TEXT = re.compile(r"(?i)(\bpa\b|p-a|postero-?anterior|后前位|正位)")
 _AP_TEXT = re.compile(r"(?i)(\bap\b|a-p|antero-?posterior|前后位|床旁|bedside|portable)")
@@ -63,12 +68,14 @@ class RadiographHeader:
     modality: str
     sop_class_uid: str
     body_part: str
-    description: str
+    description: str  # series description and protocol name
     view_position: str
     view_code_meaning: str
     presentation_intent: str
     rows: int
     columns: int
+    study_description: str = ""
+    orientation: tuple[str, ...] = ()  # Patient Orientation, primary letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,27 +103,42 @@ class RadiographChoice:
         return text
 
 
+def code_string(ds: Dataset, keyword: str) -> str:
+    """A CS value as text. CS is ASCII by the standard (PS3.5 6.2), but township consoles
+    write e.g. Body Part Examined "胸部" in the dataset's character set, which pydicom
+    then reads as Latin-1; such a value is decoded again with (0008,0005)."""
+    value = str(ds.get(keyword) or "")
+    if value.isascii():
+        return value
+    charset = ds.get("SpecificCharacterSet") or "ISO_IR 100"
+    try:
+        raw = value.encode("latin-1")
+        return decode_bytes(raw, convert_encodings(charset), set()).strip()
+    except (UnicodeError, LookupError, ValueError):
+        return value
+
+
 def header_from_dataset(ds: Dataset, path: Path, series_uid: str) -> RadiographHeader:
     code_meaning = ""
     codes = ds.get("ViewCodeSequence")
     if codes:
         code_meaning = str(codes[0].get("CodeMeaning") or "")
-    text = " ".join(
-        str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName", "StudyDescription")
-    )
+    text = " ".join(str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName"))
     return RadiographHeader(
         path=path,
         series_uid=str(ds.get("SeriesInstanceUID") or series_uid),
         sop_instance_uid=str(ds.get("SOPInstanceUID") or ""),
         modality=str(ds.get("Modality") or "").upper(),
         sop_class_uid=str(ds.get("SOPClassUID") or ""),
-        body_part=str(ds.get("BodyPartExamined") or "").upper(),
+        body_part=code_string(ds, "BodyPartExamined").upper(),
         description=text.strip(),
-        view_position=str(ds.get("ViewPosition") or "").upper().strip(),
+        view_position=code_string(ds, "ViewPosition").upper().strip(),
         view_code_meaning=code_meaning,
         presentation_intent=str(ds.get("PresentationIntentType") or "").upper(),
         rows=int(ds.get("Rows") or 0),
         columns=int(ds.get("Columns") or 0),
+        study_description=str(ds.get("StudyDescription") or "").strip(),
+        orientation=primary_letters(ds),
     )
 
 
@@ -144,12 +166,13 @@ def eligibility(h: RadiographHeader) -> str | None:
     is_sc = h.sop_class_uid in SECONDARY_CAPTURE_CLASSES
     if h.modality not in _RADIOGRAPHY and not (is_sc and h.modality in {"OT", "SC", ""}):
         return f"modality {h.modality or 'missing'}"
-    if is_sc and not (_CHEST.search(h.body_part) or _CHEST.search(h.description)):
+    labels = f"{h.description} {h.study_description}"
+    if is_sc and not (_CHEST.search(h.body_part) or _CHEST.search(labels)):
         return "secondary capture not labelled as a chest radiograph"
     if h.body_part and not _CHEST.search(h.body_part):
         return f"body part {h.body_part}"
-    if h.rows < 64 or h.columns < 64:
-        return f"matrix {h.columns}x{h.rows} too small"
+    if min(h.rows, h.columns) < MIN_SIDE:
+        return f"matrix {h.columns}x{h.rows} too small for a chest film"
     return None
 
 
@@ -167,12 +190,20 @@ def decide_view(h: RadiographHeader) -> ViewDecision:
             return ViewDecision("PA", "ViewCodeSequence", None)
         if "antero-posterior" in meaning or "anteroposterior" in meaning:
             return ViewDecision("AP", "ViewCodeSequence", None)
-    if _LATERAL_TEXT.search(h.description):
-        return ViewDecision("", "description", "lateral view (from the description)")
-    if _PA_TEXT.search(h.description):
-        return ViewDecision("PA", "description", None)
-    if _AP_TEXT.search(h.description):
-        return ViewDecision("AP", "description", None)
+    # A film whose rows or columns run front-to-back (PS3.3 C.7.6.1.1.1) is a lateral.
+    if len(h.orientation) == 2 and {"A", "P"} & set(h.orientation):
+        shown = "\\".join(h.orientation)
+        return ViewDecision("", "PatientOrientation", f"lateral projection (orientation {shown})")
+    # The series' own text speaks for this image before the study's, which may name
+    # every view the study holds.
+    for text in (h.description, h.study_description):
+        text = _BOTH_VIEWS_TEXT.sub(" ", text)
+        if _LATERAL_TEXT.search(text):
+            return ViewDecision("", "description", "lateral view (from the description)")
+        if _PA_TEXT.search(text):
+            return ViewDecision("PA", "description", None)
+        if _AP_TEXT.search(text):
+            return ViewDecision("AP", "description", None)
     return ViewDecision("PA", "assumed", None)
 
 
@@ -208,10 +239,23 @@ def select_radiograph(study: StudyInput) -> RadiographChoice:
     notes = []
     if view.source == "assumed":
         notes.append("view position not recorded: assumed frontal (PA)")
+        others = sum(1 for _, v in usable[1:] if v.source == "assumed")
+        if others:
+            notes.append(
+                f"{others + 1} films record no view: the one read may not be the frontal film"
+            )
     elif view.source != "ViewPosition":
         notes.append(f"view {view.view} inferred from {view.source}")
     if not chosen.body_part:
         notes.append("body part not recorded: assumed chest")
+    if view.view == "AP":
+        notes.append(
+            "AP view (bedside/portable): heart and mediastinum look wider than on a PA film, "
+            "and the scapulae may overlap the lungs"
+        )
     if chosen.presentation_intent == "FOR PROCESSING":
-        notes.append("FOR PROCESSING image: contrast from image statistics")
+        notes.append(
+            "FOR PROCESSING image (not meant for display): read with its own window or, "
+            "without one, the image statistics"
+        )
     return RadiographChoice(chosen, view, tuple(rejected), tuple(notes))

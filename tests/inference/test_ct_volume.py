@@ -29,6 +29,8 @@ def test_shuffled_files_are_sorted_along_the_normal(tmp_path: Path) -> None:
     np.testing.assert_allclose(vol.index_to_lps([11, 0, 0]), [-6.0, -6.0, 11.0])
     assert loaded.notes == ()
     assert len(set(vol.sop_instance_uids)) == 12
+    assert loaded.interpolated == ()
+    assert loaded.instance_numbers == tuple(range(1, 13))
 
 
 def test_reversed_z_order_still_ascends(tmp_path: Path) -> None:
@@ -47,6 +49,18 @@ def test_missing_slice_is_interpolated_and_noted(tmp_path: Path) -> None:
     assert any("1 missing slice" in n for n in loaded.notes)
     hu = _slice_hu(loaded.volume.array)
     assert hu[6] == pytest.approx((hu[5] + hu[7]) / 2, abs=1)
+    # the made-up slice is listed, and named after its nearest acquired neighbour
+    assert loaded.interpolated == (6,)
+    uids = loaded.volume.sop_instance_uids
+    assert uids[6] in (uids[5], uids[7]) and len(set(uids)) == 11
+    assert loaded.instance_numbers[5:8] in ((6, 6, 7), (6, 7, 7))  # files keep k + 1
+
+
+def test_two_slice_gap_lists_both_made_up_slices(tmp_path: Path) -> None:
+    z = [v for v in Z if v not in (4.0, 5.0)]
+    loaded = load_volume(write_series(tmp_path, z))
+    assert loaded.interpolated == (4, 5)
+    assert any("2 missing slice" in n for n in loaded.notes)
 
 
 def test_large_gap_is_refused(tmp_path: Path) -> None:
@@ -60,6 +74,8 @@ def test_uneven_spacing_is_resampled(tmp_path: Path) -> None:
     loaded = load_volume(write_series(tmp_path, z))
     assert any("resampled to an even 1.00 mm" in n for n in loaded.notes)
     assert loaded.volume.spacing[0] == pytest.approx(1.0)
+    # half a step off the grid everywhere, but no gap: no slice counts as made up
+    assert loaded.interpolated == ()
 
 
 def test_gantry_tilt_is_corrected(tmp_path: Path) -> None:

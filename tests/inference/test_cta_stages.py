@@ -138,6 +138,8 @@ def test_contrast_check_refuses_with_the_reason() -> None:
         check_arterial(200.0, 400.0)
     with pytest.raises(NotAnalyzableError, match="no arterial contrast"):
         check_arterial(20000.0, 150.0)
+    with pytest.raises(NotAnalyzableError, match="no carotid artery traced"):
+        check_arterial(20000.0, 400.0, carotid_traced=False)
     check_arterial(20000.0, 350.0)
 
 

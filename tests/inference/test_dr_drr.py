@@ -2,7 +2,10 @@
 phantom factory's own DX/CR writer. Each phantom projects a full chest CT (~20 s), so
 this is ``slow``; the fast fixed set is in ``test_dr_pipeline.py``.
 
-Seeds 500000.. are the DRR held-out seeds of ``training/dr/finetune.toml``.
+Seeds 500000.. are the DRR held-out seeds of ``training/dr/finetune3.toml``. Only nodules
+the phantom marks ``visible`` count (a ground-glass or small retrocardiac nodule casts a
+shadow under 3.5% of the display range, which no reader sees); a mark on a hidden nodule
+is not a false positive either.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import pytest
 
 from countyread.settings import load_settings
 from inference.dr import DRNodulePipeline
+from inference.dr.findings import Thresholds
+from inference.dr.pipeline import DRConfig
 from inference.pipeline import SeriesInput, StudyInput
 from training.dr.evaluate import Box
 
@@ -21,14 +26,20 @@ pytestmark = pytest.mark.slow
 SEEDS = range(500000, 500008)
 
 
-# Known shortfall: dr_nodule 1.1.0 found 1/10 at 0.12 FP/image here (domain gap between
-# the analytic training phantoms and CT projections). strict: an XPASS fails.
-@pytest.mark.xfail(strict=True, reason="dr_nodule 1.1.0 on CT-projection DRRs: 1/10 found")
+# Known shortfall: dr_nodule 1.2.0 finds 3 of the 6 visible nodules >= 10 mm here at
+# 0.50 FP/image (1.1.0, trained mostly on analytic phantoms, found 1 of all 10 at its
+# operating point). strict: an XPASS fails.
+@pytest.mark.xfail(strict=True, reason="dr_nodule 1.2.0 on CT-projection DRRs: 3/6 found")
 def test_drr_nodules_of_10_mm_and_more(tmp_path: Path) -> None:
     from training.phantoms.dicom_writer import write_dicom
     from training.phantoms.dr import ChestDRConfig, make_chest_dr
 
     pipeline = DRNodulePipeline.create(load_settings(data_dir=tmp_path / "var", environment="test"))
+    # run at the card's threshold for 1 FP/image on the DRR held-out set (>= 10 mm), as the
+    # fixed analytic set runs at its analytic counterpart (test_dr_pipeline.py)
+    card = pipeline.session.artifact.card
+    th = Thresholds(operating=card.metrics["drr_ge10mm_threshold_at_1_fp"])
+    pipeline = DRNodulePipeline(pipeline.session, DRConfig(th))
     hits = truths = fps = 0
     for seed in SEEDS:
         phantom = make_chest_dr(seed, ChestDRConfig(size_px=768, pixel_spacing_mm=0.55))
@@ -41,14 +52,14 @@ def test_drr_nodules_of_10_mm_and_more(tmp_path: Path) -> None:
             d = (f.measurement("diameter") or 0) / phantom.projection.pixel_spacing_mm
             boxes.append(Box.around(row, col, d))
         matched: set[int] = set()
-        for n in phantom.nodules:
+        for n in sorted(phantom.nodules, key=lambda n: not n.visible):  # shown ones first
             truth = Box(*(float(v) for v in n.bbox_px))
             j = next(
                 (j for j, b in enumerate(boxes) if j not in matched and b.iou(truth) > 0.2), None
             )
             if j is not None:
                 matched.add(j)
-            if n.diameter_mm >= 10:
+            if n.diameter_mm >= 10 and n.visible:
                 truths += 1
                 hits += j is not None
         fps += len(boxes) - len(matched)

@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -26,6 +28,8 @@ from countyread.nodes import add_node
 from countyread.settings import load_settings
 from dicom_node.assembly import StabilityMonitor
 from dicom_node.scp import DicomNode
+from inference.ct_nodule import CTNodulePipeline
+from inference.pipeline import PipelineOutput, SeriesInput, StudyInput
 from inference.registry import PipelineRegistry
 from inference.worker import AnalysisWorker
 from training.phantoms.ct import ChestCTConfig, CTPhantom, make_chest_ct
@@ -52,6 +56,22 @@ def base_datasets(phantom: CTPhantom) -> list[Dataset]:
 
 def clone(datasets: Iterable[Dataset]) -> list[Dataset]:
     return [copy.deepcopy(ds) for ds in datasets]
+
+
+def analyse(pipeline: CTNodulePipeline, datasets: Sequence[Dataset], tmp: Path) -> PipelineOutput:
+    """The CT nodule pipeline alone on these datasets (written to ``tmp``): no node, no
+    database; for checks on the pipeline's own output (arrays, images)."""
+    paths = []
+    for k, ds in enumerate(datasets):
+        paths.append(tmp / f"{k:04d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    s = SeriesInput(str(datasets[0].SeriesInstanceUID), "CT", "chest", "CHEST", tuple(paths))
+    return pipeline.analyze(StudyInput(str(datasets[0].StudyInstanceUID), s.series_uid, (s,)))
+
+
+def hu(ds: Dataset) -> npt.NDArray[np.int32]:
+    """The stored pixels of one slice in HU."""
+    return ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
 
 
 @dataclass(frozen=True, slots=True)

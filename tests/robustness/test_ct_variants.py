@@ -29,24 +29,15 @@ from pydicom.uid import (
 )
 
 from inference.volume import load_volume
+from tests.conftest import REALDATA, require
 from tests.dicom_node.conftest import dcmtk
-from tests.robustness.harness import Outcome, Site, base_datasets, clone, small_chest_ct
+from tests.robustness.harness import Outcome, Site, clone, hu
 from training.phantoms.ct import CTPhantom
 
 pytestmark = pytest.mark.integration
 
 ENHANCED_CT = UID("1.2.840.10008.5.1.4.1.1.2.1")
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "lung-ct-A0002"
-
-
-@pytest.fixture(scope="module")
-def phantom() -> CTPhantom:
-    return small_chest_ct()
-
-
-@pytest.fixture(scope="module")
-def series(phantom: CTPhantom) -> list[Dataset]:
-    return base_datasets(phantom)
+REAL_CT = REALDATA / "lung-ct-A0002"
 
 
 @pytest.fixture()
@@ -54,10 +45,6 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path / "var")
     yield s
     s.close()
-
-
-def hu(ds: Dataset) -> np.ndarray:
-    return ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
 
 
 def assert_ready(out: Outcome, nodules: int | None = 1) -> None:
@@ -246,15 +233,15 @@ def _mirror_to(series: list[Dataset], position: str, flip_rows: bool) -> list[Da
     return sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ct_nodule runs the network on the stored voxel grid: a mirrored (feet-first "
-    "-1\\0\\0 or prone) series adds false positives; needs a canonical (RAS-aligned) "
-    "view inside the pipeline with masks/boxes mapped back to the source grid for SEG",
-)
-def test_feet_first_mirrored_orientation(series: list[Dataset], site: Site) -> None:
-    out = site.run(_mirror_to(series, "FFS", flip_rows=False))
+@pytest.mark.parametrize(("position", "flip_rows"), [("FFS", False), ("HFP", True)])
+def test_feet_first_mirrored_orientation(
+    series: list[Dataset], site: Site, position: str, flip_rows: bool
+) -> None:
+    """Analysed in the trained (head-first supine) layout: no false positive from the
+    mirrored pixels; more positions in test_ct_orientation.py."""
+    out = site.run(_mirror_to(series, position, flip_rows=flip_rows))
     assert_ready(out)
+    assert any("standard supine head-first layout" in note for note in out.notes), out.notes
 
 
 # -- 5. gantry tilt -------------------------------------------------------------------------
@@ -307,16 +294,17 @@ def test_missing_slice_and_localiser(
     assert np.linalg.norm(got - truth, axis=1).min() < 3.0, (got, truth)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the slice interpolated into a one-slice gap makes a vessel look like a nodule "
-    "(false positive at the synthetic slice); candidates there need suppressing or a "
-    "gap-aware resampling",
-)
 def test_missing_slice_no_false_positive(series: list[Dataset], site: Site) -> None:
+    """The slice interpolated into the gap cross-fades a vessel into a stub that a
+    network may call a nodule; such a detection is set aside
+    (inference.ct_nodule.analysis.gap_supported, unit-tested in test_ct_gaps.py). Whether
+    the shipped model produces that stub at all depends on the model version, so this
+    test asserts the outcome: the nodule is found, nothing else is, and the gap is noted."""
     sent = clone(series)
     del sent[40]
-    assert_ready(site.run(sent))
+    out = site.run(sent)
+    assert_ready(out)
+    assert any("1 missing slice(s)" in n for n in out.notes), out.notes
 
 
 def test_large_gap_refused(series: list[Dataset], site: Site) -> None:
@@ -448,10 +436,8 @@ def test_enhanced_ct_multiframe(series: list[Dataset], site: Site) -> None:
 # -- 10. the real CT ---------------------------------------------------------------------
 
 def test_real_lung_ct_both_kernels(site: Site) -> None:
-    if not REALDATA.is_dir():
-        print(f"skipped: real CT not found at {REALDATA}")
-        pytest.skip(f"real CT not found at {REALDATA}")
-    files = sorted(p for p in REALDATA.rglob("*") if p.is_file() and p.suffix in ("", ".dcm"))
+    require(REAL_CT.is_dir(), f"real CT not found at {REAL_CT}")
+    files = sorted(p for p in REAL_CT.rglob("*") if p.is_file() and p.suffix in ("", ".dcm"))
     datasets = [pydicom.dcmread(p) for p in files]
     out = site.run(datasets)
     assert_ready(out, nodules=None)
