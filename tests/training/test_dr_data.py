@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inference.dr.detect import INPUT_SIZE, STRIDE
-from training.dr.data import augment, synth_sample, targets
+from training.dr.data import Sample, augment, jitter, synth_sample, targets
+from training.dr.drr_cache import load, save
 from training.dr.synth import SynthConfig, make_synth_chest
 
 SMALL = SynthConfig(matrix=(200, 240))
@@ -64,5 +65,71 @@ def test_augment_keeps_range_and_shape() -> None:
 def test_config_file_parses() -> None:
     from training.dr.train import TrainConfig
 
-    cfg = TrainConfig.load(Path(__file__).resolve().parents[2] / "training/dr/config.toml")
-    assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.held_out_seeds))
+    root = Path(__file__).resolve().parents[2] / "training/dr"
+    for name in (
+        "config.toml",
+        "finetune.toml",
+        "finetune2.toml",
+        "finetune3.toml",
+        "finetune4.toml",
+    ):
+        cfg = TrainConfig.load(root / name)
+        assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.held_out_seeds))
+        assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.calibration_seeds))
+        drr_sets = (cfg.drr_train_seeds, cfg.drr_held_out_seeds, cfg.drr_calibration_seeds)
+        for i, a in enumerate(drr_sets):
+            for b in drr_sets[i + 1 :]:
+                assert set(range(*a)).isdisjoint(range(*b)), name
+
+
+def test_hidden_nodules_are_soft_targets_without_a_peak() -> None:
+    image = np.zeros((INPUT_SIZE, INPUT_SIZE), np.float32)
+    s = Sample(image, ((100.0, 60.0, 12.0, 15.0),), ((180.0, 180.0, 16.0, 20.0),))
+    heat, _, weight = targets(s)
+    assert int((heat == 1.0).sum()) == 1  # only the shown nodule is a positive
+    cr, cc = round((180 - 1.5) / STRIDE), round((180 - 1.5) / STRIDE)
+    # near 1 at the hidden centre: the focal loss's (1 - target)^4 silences the penalty
+    assert 0.95 < heat[cr, cc] < 1.0
+    assert weight[cr, cc] == 0.0  # and no size target
+
+
+def test_jitter_moves_the_truth_with_the_image() -> None:
+    image = np.zeros((INPUT_SIZE, INPUT_SIZE), np.float32)
+    yy, xx = np.mgrid[0:INPUT_SIZE, 0:INPUT_SIZE]
+    image[(yy - 70) ** 2 + (xx - 190) ** 2 <= 36] = 1.0
+    s = Sample(image, ((70.0, 190.0, 12.0, 15.0),), ((70.0, 190.0, 12.0, 15.0),))
+    rng = np.random.default_rng(3)
+    moved = [jitter(s, rng) for _ in range(8)]
+    assert any(m.nodules[0][:2] != (70.0, 190.0) for m in moved)
+    for m in moved:
+        (r, c, d, mm), (hidden,) = m.nodules[0], m.hidden
+        assert hidden == (r, c, d, mm) and mm == 15.0 and 12 * 0.85 <= d <= 12 * 1.15
+        bright = np.argwhere(m.image > 0.5).mean(axis=0)
+        assert np.hypot(bright[0] - r, bright[1] - c) < 1.0
+
+
+def test_drr_cache_keeps_hidden_nodules(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).random((INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    s = Sample(image, ((1.0, 2.0, 3.0, 4.0),), ((5.0, 6.0, 7.0, 8.0),))
+    save(s, tmp_path / "1.npz")
+    back = load(tmp_path / "1.npz")
+    assert back.nodules == s.nodules and back.hidden == s.hidden
+    assert np.abs(back.image - image).max() < 1e-3  # stored as float16
+
+
+def test_phantom_marks_faint_nodules_not_visible() -> None:
+    from training.phantoms import NoduleSpec
+    from training.phantoms.dr import VISIBLE_CONTRAST, ChestDRConfig, make_chest_dr
+
+    specs = (
+        NoduleSpec(22.0, "solid", "round", "lung", side="right"),
+        NoduleSpec(8.0, "ground_glass", "round", "lung", side="left"),
+    )
+    cfg = ChestDRConfig(
+        size_px=384, ct_matrix=144, ct_pixel_mm=2.9, ct_slice_mm=3.0, nodule_specs=specs, view="PA"
+    )
+    dr = make_chest_dr(7, cfg)
+    by_kind = {n.kind: n for n in dr.nodules}
+    assert by_kind["solid"].visible and by_kind["solid"].contrast > 2 * VISIBLE_CONTRAST
+    assert not by_kind["ground_glass"].visible
+    assert 0.0 <= by_kind["ground_glass"].contrast < VISIBLE_CONTRAST

@@ -99,3 +99,40 @@ def test_image_auc() -> None:
         5 / 6
     )
     assert math.isnan(image_auc([0.1, 0.2], [True, True]))
+
+
+def test_nodules_not_shown_are_neither_counted_nor_false_alarms() -> None:
+    truths = [Truth(0, Box(0, 0, 10, 10), 12.0), Truth(0, Box(50, 50, 70, 70), 20.0, shown=False)]
+    dets = [Detection(0, Box(50, 50, 70, 70), 0.9), Detection(0, Box(30, 30, 40, 40), 0.8)]
+    assert label_detections(dets, truths) == [(0.9, "ignored"), (0.8, "fp")]
+    res = froc(dets, truths, n_images=1, fp_rates=(1.0,))
+    assert res.n_truths == 1 and res.sensitivity[1.0] == 0.0
+
+
+def test_held_out_auc_leaves_out_films_whose_nodules_are_all_hidden() -> None:
+    import numpy as np
+
+    from training.dr.data import Sample
+    from training.dr.heldout import evaluate
+
+    blank = np.zeros((256, 256), np.float32)
+    samples = [
+        Sample(blank, ((100.0, 100.0, 12.0, 15.0),)),  # positive, scored high
+        Sample(blank, ()),  # negative, scored low
+        Sample(blank + 1, (), ((50.0, 50.0, 12.0, 15.0),)),  # hidden only, scored highest
+    ]
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heat = np.zeros((1, 1, 64, 64), np.float32)
+        if x.max() > 0.5:
+            heat[0, 0, 12, 12] = 0.95  # on the hidden nodule at (50, 50)
+        elif x.sum() == 0 and not run.calls:  # type: ignore[attr-defined]
+            heat[0, 0, 24, 24] = 0.8  # on the shown nodule at (100, 100)
+        run.calls += 1  # type: ignore[attr-defined]
+        return heat, np.full((1, 1, 64, 64), 12.0, np.float32)
+
+    run.calls = 0  # type: ignore[attr-defined]
+    report = evaluate(run, samples)
+    assert report.auc == 1.0  # the hidden-only film would otherwise outrank the positive
+    assert report.all_sizes.n_truths == 1 and report.all_sizes.sensitivity[0.125] == 1.0
+    assert report.n_nodule_free == 1

@@ -10,10 +10,10 @@ import pytest
 import SimpleITK as sitk
 
 from countyread.context import AppContext
-from countyread.db import analyses, findings, instances, series, studies
+from countyread.db import analyses, findings, instances, reports, series, studies
 from countyread.errors import InvalidInputError
 from countyread.settings import load_settings
-from training.loaders.luna16 import load_luna16, read_mhd
+from training.loaders.luna16 import load_luna16, read_candidates, read_mhd
 from training.loaders.nifti import load_nifti_pair
 from training.loaders.node21 import load_node21
 from training.loaders.review import load_review
@@ -73,6 +73,10 @@ def test_luna16_bad_input(tmp_path: Path) -> None:
     bad = _write_csv(tmp_path / "b.csv", header, [f"{UID},x,0,0,5"])
     with pytest.raises(InvalidInputError, match="line 2"):
         list(load_luna16(tmp_path, bad))
+    cand = _write_csv(tmp_path / "c.csv", "seriesuid,coordX,coordY,coordZ,class",
+                      [f"{UID},1,2,3,1", f"{UID},0,0,0,2"])
+    with pytest.raises(InvalidInputError, match="line 3: bad point or class"):
+        read_candidates(cand)
 
 
 def _write_mha(folder: Path) -> None:
@@ -201,10 +205,14 @@ def test_review_findings_become_labels(tmp_path: Path) -> None:
             add("lung_nodule", "rejected", "ai", 4.0, 5.0)
             add("lung_nodule", "pending", "ai", 5.0, 5.0)
             add("emphysema", "accepted", "ai", 6.0, None)
+        assert list(load_review(ctx)) == []  # not signed: no labels
+        with ctx.db.begin() as conn:
+            conn.execute(studies.update().values(revision=1, status="signed"))
+            conn.execute(reports.insert().values(study_uid=st, revision=1, signed_by="doc"))
         (case,) = list(load_review(ctx))
     finally:
         ctx.close()
-    assert case.study_uid == st and case.series_uids == (se,)
+    assert case.study_uid == st and case.series_uids == (se,) and case.revision == 1
     assert case.instance_paths == tuple(p.resolve() for p in paths)
     assert all(p.is_file() for p in case.instance_paths)
     got = sorted((n.center_lps[0], n.diameter_mm, n.source) for n in case.positives)

@@ -64,10 +64,20 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     seeds = cfg.data.held_out_list[: args.held_out] if args.held_out else None
     phantoms = held_out_phantoms(cfg, seeds)
     run = onnx_runner(out_dir)
-    metrics, result, _, dets = evaluate_phantoms(phantoms, run, threshold=0.5)
-    threshold = choose_threshold(phantoms, dets)
-    if threshold != 0.5:
+    if cfg.data.validation_list:  # threshold from validation seeds, metrics from held-out
+        val = held_out_phantoms(cfg, cfg.data.validation_list)
+        val_dets = evaluate_phantoms(val, run, threshold=0.5)[3]
+        threshold = choose_threshold(
+            val, val_dets, cfg.data.threshold_fp_per_scan, cfg.data.threshold_floor
+        )
         metrics, result, _, dets = evaluate_phantoms(phantoms, run, threshold)
+    else:
+        metrics, result, _, dets = evaluate_phantoms(phantoms, run, threshold=0.5)
+        threshold = choose_threshold(
+            phantoms, dets, cfg.data.threshold_fp_per_scan, cfg.data.threshold_floor
+        )
+        if threshold != 0.5:
+            metrics, result, _, dets = evaluate_phantoms(phantoms, run, threshold)
     report_dir = Path(cfg.work_dir) / "eval"
     write_report(report_dir, metrics, result)
     write_card(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +14,11 @@ class DataConfig(BaseModel):
 
     train_seeds: tuple[int, int]
     held_out_seeds: tuple[int, int]
+    # the operating threshold is chosen here, not on the held-out seeds it is reported on
+    validation_seeds: tuple[int, int] | None = None
+    # false positives per scan allowed above the operating threshold on those seeds
+    threshold_fp_per_scan: float = Field(default=0.25, ge=0.0)
+    threshold_floor: float = Field(default=0.5, ge=0.0, lt=1.0)  # never choose below this
     matrix: int = 256
     pixel_spacing_mm: tuple[float, float] = (1.2, 1.4)
     slice_thickness_mm: tuple[float, ...] = (1.25, 2.0, 2.5)
@@ -23,10 +29,20 @@ class DataConfig(BaseModel):
     max_negatives_per_case: int = 40  # subsample at load time: CPU training budget
     jitter_copies: int = 3
     workers: int = 2
+    # hard-negative mining: a reference ONNX model scores every stored negative, and
+    # ``hard_negatives_per_case`` of the highest-scoring ones are always kept at load time
+    hard_negative_model: Path | None = None
+    hard_negatives_per_case: int = 0
 
     @property
     def train_list(self) -> list[int]:
         return list(range(self.train_seeds[0], self.train_seeds[1] + 1))
+
+    @property
+    def validation_list(self) -> list[int]:
+        if self.validation_seeds is None:
+            return []
+        return list(range(self.validation_seeds[0], self.validation_seeds[1] + 1))
 
     @property
     def held_out_list(self) -> list[int]:
@@ -42,6 +58,25 @@ class TrainConfig(BaseModel):
     seg_weight: float = 1.0
     seed: int = 7
     threads: int = 2
+    # warm start from a shipped ONNX NoduleNet (batch norm folded into the convolutions)
+    init_from: Path | None = None
+    intensity_jitter: float = 0.0  # +- HU-scale gain/offset applied to patches (x [-1, 1])
+
+
+class RealSource(BaseModel):
+    """A labelled real-data source for training (``[[real]]`` tables in the TOML).
+
+    ``luna16``: ``root`` holds the ``.mhd`` series (subset folders allowed), ``labels`` the
+    annotations.csv. ``nifti``: ``root`` holds images, ``labels`` a folder of label maps
+    with the same file names (connected components are the nodules).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["luna16", "nifti"]
+    root: Path
+    labels: Path
+    max_cases: int | None = Field(default=None, ge=1)
 
 
 class NoduleTrainingConfig(BaseModel):
@@ -52,6 +87,7 @@ class NoduleTrainingConfig(BaseModel):
     work_dir: Path
     data: DataConfig
     train: TrainConfig = TrainConfig()
+    real: tuple[RealSource, ...] = ()
     source: Path = Path("training/configs/ct_nodule.toml")
 
 

@@ -106,6 +106,8 @@ def evaluate_phantoms(
         "n_scans": float(result.n_scans),
         "n_nodules": float(result.n_nodules),
     }
+    for fp, sens in zip(result.fp_rates, result.sensitivities, strict=True):
+        metrics[f"sensitivity_at_{fp:g}fp"] = sens
     for name, lo, hi in BANDS:
         band_t = {s: [t for t in ts if lo <= t.diameter_mm < hi] for s, ts in truths.items()}
         band_x = {
@@ -167,7 +169,8 @@ def choose_threshold(
     fp_per_scan: float = 0.25,
     floor: float = 0.5,
 ) -> float:
-    """The lowest threshold (>= ``floor``) whose false positives stay <= ``fp_per_scan``."""
+    """The lowest threshold (>= ``floor``) whose false positives stay <= ``fp_per_scan``
+    (at most 0.99 unless the floor is higher)."""
     fps = []
     for ph in phantoms:
         for d in dets.get(str(ph.seed), []):

@@ -90,6 +90,31 @@ def export(
     return out_dir, parity, fp16_err
 
 
+def _notes(cfg: NoduleTrainingConfig) -> str:
+    d, t = cfg.data, cfg.train
+    parts = [
+        f"candidates from inference.ct_nodule.candidates; {d.n_nodules} nodules per case, "
+        f"sizes {d.nodule_size_mm} mm, matrix {d.matrix}"
+    ]
+    if t.init_from is not None:
+        parts.append(f"fine-tuned from {t.init_from}")
+    if d.hard_negative_model is not None:
+        parts.append(
+            f"{d.hard_negatives_per_case} hard negatives per case mined with "
+            f"{d.hard_negative_model}"
+        )
+    if d.validation_list:
+        parts.append(
+            f"operating threshold chosen on validation seeds "
+            f"{d.validation_list[0]}..{d.validation_list[-1]} "
+            f"(<= {d.threshold_fp_per_scan:g} false positives per scan above it, "
+            f"floor {d.threshold_floor:g})"
+        )
+    if cfg.real:
+        parts.append("real sources: " + ", ".join(s.kind for s in cfg.real))
+    return "; ".join(parts)
+
+
 def write_card(
     cfg: NoduleTrainingConfig,
     out_dir: Path,
@@ -122,8 +147,7 @@ def write_card(
             seeds=cfg.data.train_list,
             held_out_seeds=cfg.data.held_out_list,
             config=str(cfg.source),
-            notes=f"candidates from inference.ct_nodule.candidates; {cfg.data.n_nodules} "
-            f"nodules per case, sizes {cfg.data.nodule_size_mm} mm, matrix {cfg.data.matrix}",
+            notes=_notes(cfg),
         ),
         metrics=metrics,
         sha256={f: sha256_file(out_dir / f) for f in files},

@@ -11,39 +11,64 @@ from torch import nn
 from tqdm import tqdm
 
 from models.networks import NoduleNet
-from training.ct_nodule.config import NoduleTrainingConfig
-from training.ct_nodule.dataset import build_case
+from training.ct_nodule.config import DataConfig, NoduleTrainingConfig
+from training.ct_nodule.dataset import build_cases
+from training.ct_nodule.real_data import build_real_cases
+from training.ct_nodule.warm_start import warm_start
 
 logger = logging.getLogger(__name__)
 
 
 def load_cases(cfg: NoduleTrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Phantom cases, then real ones (``[[real]]`` sources), subsampled by ``_select``."""
+    data = cfg.data
     out = Path(cfg.work_dir) / "cases"
-    out.mkdir(parents=True, exist_ok=True)
+    paths = build_cases(data.train_list, data, out)
+    seeds = list(data.train_list)
+    if cfg.real:
+        real = build_real_cases(cfg.real, data, out)
+        paths += real
+        seeds += [data.train_seeds[1] + 1 + n for n in range(len(real))]
     xs, ms, ys = [], [], []
-    for seed in tqdm(cfg.data.train_list, desc="cases", unit="case"):
-        with np.load(build_case(seed, cfg.data, out)) as d:
-            y = d["labels"]
-            neg = np.flatnonzero(y == 0)
-            rng = np.random.default_rng(seed)
-            drop = rng.permutation(neg)[cfg.data.max_negatives_per_case :]
-            keep = np.setdiff1d(np.arange(len(y)), drop)
+    for seed, path in zip(tqdm(seeds, desc="cases", unit="case"), paths, strict=True):
+        with np.load(path) as d:
+            keep = _select(d["labels"], d["scores"] if "scores" in d.files else None, data, seed)
             xs.append(d["patches"][keep])
             ms.append(d["masks"][keep])
-            ys.append(y[keep])
+            ys.append(d["labels"][keep])
     return np.concatenate(xs), np.concatenate(ms), np.concatenate(ys)
 
 
+def _select(y: np.ndarray, scores: np.ndarray | None, data: DataConfig, seed: int) -> np.ndarray:
+    """All positives; of the negatives the hardest (highest reference-model score, when
+    the case carries scores) plus a random share, ``max_negatives_per_case`` in all."""
+    neg = np.flatnonzero(y == 0)
+    rng = np.random.default_rng(seed)
+    hard = np.zeros(0, dtype=int)
+    if data.hard_negatives_per_case and scores is not None:
+        hard = neg[np.argsort(-scores[neg], kind="stable")][: data.hard_negatives_per_case]
+    rest = rng.permutation(np.setdiff1d(neg, hard))
+    n_rest = max(0, data.max_negatives_per_case - len(hard))
+    keep = np.concatenate([np.flatnonzero(y == 1), hard, rest[:n_rest]])
+    return np.sort(keep)
+
+
 def _augment(
-    x: torch.Tensor, m: torch.Tensor, gen: torch.Generator
+    x: torch.Tensor, m: torch.Tensor, gen: torch.Generator, intensity: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips on every axis and in-plane transposition (the same for patch and mask)."""
+    """Random flips on every axis, a random axis order (the patch is isotropic), and a
+    small gain/offset of the normalised HU (scanner calibration), the same for the batch."""
     for axis in (2, 3, 4):
         if torch.rand(1, generator=gen).item() < 0.5:
             x, m = x.flip(axis), m.flip(axis)
-    if torch.rand(1, generator=gen).item() < 0.5:
-        x, m = x.transpose(3, 4), m.transpose(3, 4)
-    return x, m
+    perm = [0, 1, *(2 + torch.randperm(3, generator=gen)).tolist()]
+    x, m = x.permute(perm), m.permute(perm)
+    if intensity > 0:
+        n = x.shape[0]
+        gain = 1.0 + intensity * (2 * torch.rand(n, 1, 1, 1, 1, generator=gen) - 1)
+        offset = intensity * (2 * torch.rand(n, 1, 1, 1, 1, generator=gen) - 1)
+        x = (x * gain + offset).clamp(-1.0, 1.0)
+    return x.contiguous(), m.contiguous()
 
 
 def _dice_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -65,6 +90,8 @@ def train(cfg: NoduleTrainingConfig) -> Path:
     x_all, m_all, y_all = load_cases(cfg)
     logger.info("training set", extra={"patches": len(y_all), "positives": int(y_all.sum())})
     model = NoduleNet()
+    if tc.init_from is not None:
+        warm_start(model, tc.init_from, x_all, seed=tc.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=1e-4)
     steps_per_epoch = int(np.ceil(len(y_all) / tc.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -95,7 +122,7 @@ def train(cfg: NoduleTrainingConfig) -> Path:
             x = torch.from_numpy(x_all[idx].astype(np.float32)).unsqueeze(1)
             m = torch.from_numpy(m_all[idx].astype(np.float32)).unsqueeze(1)
             y = torch.from_numpy(y_all[idx].astype(np.float32)).unsqueeze(1)
-            x, m = _augment(x, m, gen)
+            x, m = _augment(x, m, gen, tc.intensity_jitter)
             logit, mask_logit = model(x)
             pos = y[:, 0] > 0
             loss = bce(logit, y) + tc.seg_weight * seg_bce(mask_logit, m)

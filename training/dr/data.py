@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from inference.dr.detect import INPUT_SIZE, STRIDE, letterbox
 from inference.dr.image import PixelGeometry, prepare_values
@@ -26,6 +27,9 @@ class Sample:
 
     image: F32  # (INPUT_SIZE, INPUT_SIZE)
     nodules: tuple[tuple[float, float, float, float], ...]
+    # nodules in the phantom too faint to show on the film (training.phantoms.dr
+    # ``visible``): neither a target nor a false positive when marked
+    hidden: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def sample_from_chest(chest: SynthChest) -> Sample:
@@ -53,13 +57,17 @@ def targets(sample: Sample, size: int = INPUT_SIZE) -> tuple[F32, F32, F32]:
     logd = np.zeros((g, g), dtype=np.float32)
     weight = np.zeros((g, g), dtype=np.float32)
     yy, xx = np.mgrid[0:g, 0:g].astype(np.float32)
-    for r, c, d, _ in sample.nodules:
+    rows = [(n, True) for n in sample.nodules] + [(n, False) for n in sample.hidden]
+    for (r, c, d, _), shown in rows:
         cr = round((r - (STRIDE - 1) / 2) / STRIDE)
         cc = round((c - (STRIDE - 1) / 2) / STRIDE)
         if not (0 <= cr < g and 0 <= cc < g):
             continue
         sigma = max(d / STRIDE / 4.0, 0.7)
         blob = np.exp(-((yy - cr) ** 2 + (xx - cc) ** 2) / (2 * sigma**2)).astype(np.float32)
+        if not shown:  # a soft target without a peak: the focal loss neither rewards nor punishes
+            heat = np.maximum(heat, np.float32(0.99) * blob)
+            continue
         heat = np.maximum(heat, blob)
         heat[cr, cc] = 1.0
         near = blob > 0.3
@@ -69,9 +77,49 @@ def targets(sample: Sample, size: int = INPUT_SIZE) -> tuple[F32, F32, F32]:
 
 
 def augment(image: F32, rng: np.random.Generator) -> F32:
-    """Display-curve and noise jitter; geometry is left alone (truth stays exact)."""
-    out = np.clip(image, 0.0, 1.0) ** rng.uniform(0.75, 1.35)
+    """Display-curve, sharpness, grid-line, shutter and noise jitter (geometry: ``jitter``)."""
+    out = np.clip(image, 0.0, 1.0) ** rng.uniform(0.7, 1.4)
     out = out * rng.uniform(0.85, 1.1) + rng.uniform(-0.05, 0.05)
+    u = rng.random()
+    if u < 0.25:  # softer detector / heavier resampling
+        out = ndimage.gaussian_filter(out, rng.uniform(0.4, 1.0))
+    elif u < 0.5:  # stronger edge enhancement than the phantoms' own
+        out = out + rng.uniform(0.2, 0.8) * (out - ndimage.gaussian_filter(out, 2.0))
+    if rng.random() < 0.2:  # stationary anti-scatter grid lines, aliased to a few pixels
+        axis = int(rng.integers(2))
+        period = rng.uniform(2.2, 6.0)
+        lines = np.sin(2 * np.pi * np.arange(out.shape[axis]) / period) * rng.uniform(0.005, 0.03)
+        out = out + (lines[:, None] if axis == 0 else lines[None, :])
+    if rng.random() < 0.15:  # an uncropped bright shutter band along one edge
+        w = int(rng.integers(3, 20))
+        side = int(rng.integers(4))
+        edges = [np.s_[:w, :], np.s_[-w:, :], np.s_[:, :w], np.s_[:, -w:]]
+        out[edges[side]] = rng.uniform(0.85, 1.0)
     if rng.random() < 0.5:
-        out = out + rng.normal(0, rng.uniform(0.0, 0.02), out.shape)
+        out = out + rng.normal(0, rng.uniform(0.0, 0.03), out.shape)
     return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
+def jitter(sample: Sample, rng: np.random.Generator) -> Sample:
+    """Rotate (+-8 deg), scale (0.85-1.15) and shift (+-12 px) image and truth together."""
+    size = sample.image.shape[0]
+    angle = np.deg2rad(rng.uniform(-8.0, 8.0))
+    scale = rng.uniform(0.85, 1.15)
+    shift = rng.uniform(-12.0, 12.0, 2)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale
+    centre = np.full(2, (size - 1) / 2.0)
+    inv = np.linalg.inv(rot)  # output pixel -> input pixel, as affine_transform wants
+    offset = centre - inv @ (centre + shift)
+    image = ndimage.affine_transform(sample.image, inv, offset, order=1, cval=0.0)
+
+    def move(
+        rows: tuple[tuple[float, float, float, float], ...],
+    ) -> tuple[tuple[float, float, float, float], ...]:
+        out = []
+        for r, c, d, mm in rows:
+            nr, nc = rot @ (np.array([r, c]) - centre) + centre + shift
+            if 0 <= nr < size and 0 <= nc < size:
+                out.append((float(nr), float(nc), d * scale, mm))
+        return tuple(out)
+
+    return Sample(image.astype(np.float32), move(sample.nodules), move(sample.hidden))

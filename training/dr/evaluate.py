@@ -4,7 +4,8 @@ A detection is a true positive when its box overlaps a not yet matched truth box
 IoU > 0.2 (greedy, best score first, each truth matched once). Detections that only
 match an already matched truth are false positives (duplicates). With a minimum truth
 size (e.g. ">= 10 mm"), detections matched to smaller truths are left out of the
-count: they are neither hits of the size band nor false alarms.
+count: they are neither hits of the size band nor false alarms. The same holds for
+truths marked not shown (a phantom nodule too faint for the film).
 
 Sensitivity at a false-positive rate r is the best sensitivity over score thresholds whose
 false positives per image are <= r (PS: FROC as in Chakraborty's definition, as used by
@@ -63,6 +64,7 @@ class Truth:
     image: int
     box: Box
     diameter_mm: float
+    shown: bool = True  # False: on the phantom but too faint for the film; never counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,8 @@ def label_detections(
             out.append((det.score, "fp"))
         else:
             matched.add(id(best))
-            out.append((det.score, "tp" if best.diameter_mm >= min_diameter_mm else "ignored"))
+            counted = best.shown and best.diameter_mm >= min_diameter_mm
+            out.append((det.score, "tp" if counted else "ignored"))
     return out
 
 
@@ -111,7 +114,7 @@ def froc(
     """Sensitivity at each FP rate; see the module docstring for the counting rules."""
     if n_images <= 0:
         raise ValueError("n_images must be positive")
-    n_truths = sum(1 for t in truths if t.diameter_mm >= min_diameter_mm)
+    n_truths = sum(1 for t in truths if t.shown and t.diameter_mm >= min_diameter_mm)
     labels = [x for x in label_detections(detections, truths, min_diameter_mm) if x[1] != "ignored"]
     labels.sort(key=lambda x: -x[0])
     sens = {r: 0.0 for r in fp_rates}

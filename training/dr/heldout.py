@@ -72,29 +72,38 @@ def evaluate(run: Runner, samples: Iterable[Sample]) -> HeldOutReport:
     scores: list[float] = []
     positive: list[bool] = []
     positive_large: list[bool] = []
+    only_hidden: list[bool] = []
     n = n_free = 0
     for i, s in enumerate(samples):
         cands = predict(run, s)
         detections += [Detection(i, Box.around(c.row, c.col, c.diameter), c.score) for c in cands]
         truths += [Truth(i, Box.around(r, c, d), mm) for r, c, d, mm in s.nodules]
+        truths += [Truth(i, Box.around(r, c, d), mm, shown=False) for r, c, d, mm in s.hidden]
         scores.append(max((c.score for c in cands), default=0.0))
         positive.append(bool(s.nodules))
         positive_large.append(any(mm >= LARGE_MM for *_, mm in s.nodules))
+        only_hidden.append(bool(s.hidden) and not s.nodules)
         n += 1
-        n_free += not s.nodules
-    # images whose only nodules are small are left out of the >= 10 mm AUC
-    keep = [p or not q for p, q in zip(positive_large, positive, strict=True)]
-    auc_large = image_auc(
-        [s for s, k in zip(scores, keep, strict=True) if k],
-        [p for p, k in zip(positive_large, keep, strict=True) if k],
-    )
+        n_free += not s.nodules and not s.hidden
+    # images whose only nodules are small (or not shown) are left out of the >= 10 mm AUC;
+    # images whose only nodules are not shown are neither positive nor negative
+    keep = [
+        (p or not q) and not h
+        for p, q, h in zip(positive_large, positive, only_hidden, strict=True)
+    ]
+    keep_all = [not h for h in only_hidden]
     return HeldOutReport(
         froc(detections, truths, n),
         froc(detections, truths, n, LARGE_MM),
-        image_auc(scores, positive),
-        auc_large,
+        _auc(scores, positive, keep_all),
+        _auc(scores, positive_large, keep),
         n,
         n_free,
         tuple(detections),
         tuple(truths),
     )
+
+
+def _auc(scores: list[float], positive: list[bool], keep: list[bool]) -> float:
+    kept = [(s, p) for s, p, k in zip(scores, positive, keep, strict=True) if k]
+    return image_auc([s for s, _ in kept], [p for _, p in kept])

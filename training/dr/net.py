@@ -34,6 +34,9 @@ class _Up(nn.Module):
 
 
 class DRNoduleNet(nn.Module):
+    size_a: torch.Tensor
+    size_b: torch.Tensor
+
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         c1, c2, c3 = width, 2 * width, 4 * width
@@ -53,6 +56,11 @@ class DRNoduleNet(nn.Module):
         with torch.no_grad():
             last.bias[0] = -4.0
             last.bias[1] = 2.0  # exp(2) ~ 7 px, a typical nodule at 256 px
+        # Diameter calibration log d -> a + b log d, fitted after training on held-apart
+        # images (training.dr.export): the L1 regression shrinks the largest nodules
+        # toward the typical size. Not in the state dict: the exporter sets it.
+        self.register_buffer("size_a", torch.zeros(()), persistent=False)
+        self.register_buffer("size_b", torch.ones(()), persistent=False)
 
     def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw heatmap logits and log-diameters, (B, 1, H/4, W/4) each."""
@@ -65,4 +73,5 @@ class DRNoduleNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         heat, log_d = self.logits(x)
+        log_d = self.size_a + self.size_b * log_d
         return torch.sigmoid(heat), torch.exp(log_d.clamp(-1.0, 5.0))

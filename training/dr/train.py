@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.dr.data import Sample, augment, synth_sample, targets
+from training.dr.data import Sample, augment, jitter, synth_sample, targets
 from training.dr.drr_cache import load_dir
 from training.dr.net import DRNoduleNet
 from training.dr.synth import SynthConfig
@@ -57,6 +57,16 @@ class TrainConfig:
     # small pool is memorised within a few epochs). Seeds count up from ``fresh_seed0``.
     fresh_fraction: float = 0.0
     fresh_seed0: int = 1_000_000
+    jitter_fraction: float = 0.0  # share of samples rotated / scaled / shifted (data.jitter)
+    # Apart from training and held-out: the exporter fits the diameter calibration here.
+    calibration_seeds: tuple[int, int] = (0, 0)
+    drr_calibration_seeds: tuple[int, int] = (0, 0)
+    # Optional NODE21 copy (training.loaders.node21): image folder and box csv; the share
+    # of each batch drawn from it and how many images to load (0: all).
+    node21_images: str = ""
+    node21_boxes: str = ""
+    node21_fraction: float = 0.0
+    node21_limit: int = 0
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -67,6 +77,8 @@ class TrainConfig:
             "matrix",
             "drr_train_seeds",
             "drr_held_out_seeds",
+            "calibration_seeds",
+            "drr_calibration_seeds",
         ):
             if key in raw:
                 raw[key] = tuple(raw[key])
@@ -113,11 +125,22 @@ def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
     return pool
 
 
+def node21_pool(cfg: TrainConfig) -> list[Sample]:
+    """The NODE21 samples of the config (none unless a share and both paths are given)."""
+    if not (cfg.node21_fraction and cfg.node21_images and cfg.node21_boxes):
+        return []
+    from training.dr.node21_source import load_samples
+
+    limit = cfg.node21_limit or None
+    return load_samples(Path(cfg.node21_images), Path(cfg.node21_boxes), limit)
+
+
 def flip(s: Sample) -> Sample:
     """Mirror left-right (more anatomy variety from a small pool); truth mirrored too."""
     width = s.image.shape[1]
     nodules = tuple((r, width - 1 - c, d, mm) for r, c, d, mm in s.nodules)
-    return Sample(np.ascontiguousarray(s.image[:, ::-1]), nodules)
+    hidden = tuple((r, width - 1 - c, d, mm) for r, c, d, mm in s.hidden)
+    return Sample(np.ascontiguousarray(s.image[:, ::-1]), nodules, hidden)
 
 
 class FreshSamples:
@@ -153,6 +176,9 @@ def batch(
     drr_fraction: float = 0.0,
     fresh: FreshSamples | None = None,
     fresh_fraction: float = 0.0,
+    jitter_fraction: float = 0.0,
+    node21: list[Sample] | None = None,
+    node21_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, ...]:
     xs, hs, ds, ws = [], [], [], []
     for i in idx:
@@ -161,10 +187,14 @@ def batch(
             s = drr[int(rng.integers(len(drr)))]
         elif fresh is not None and u < drr_fraction + fresh_fraction:
             s = fresh.take()
+        elif node21 and u < drr_fraction + fresh_fraction + node21_fraction:
+            s = node21[int(rng.integers(len(node21)))]
         else:
             s = pool[int(i)]
         if rng.random() < 0.5:
             s = flip(s)
+        if rng.random() < jitter_fraction:
+            s = jitter(s, rng)
         h, d, w = targets(s)
         xs.append(augment(s.image, rng))
         hs.append(h)
@@ -200,6 +230,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
     drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds)) if cfg.drr_fraction else []
     if cfg.drr_fraction:
         logger.info("DRR pool", extra={"images": len(drr)})
+    node21 = node21_pool(cfg)
     t0 = time.monotonic()
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
@@ -209,7 +240,18 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
         # a small DRR pool gets a smaller share, so a handful of images is not overfitted
         share = cfg.drr_fraction * min(1.0, len(drr) / DRR_FULL_SHARE_AT)
         idx = rng.integers(0, len(pool), cfg.batch_size)
-        x, h, d, w = batch(pool, idx, rng, drr, share, fresh, cfg.fresh_fraction)
+        x, h, d, w = batch(
+            pool,
+            idx,
+            rng,
+            drr,
+            share,
+            fresh,
+            cfg.fresh_fraction,
+            cfg.jitter_fraction,
+            node21,
+            cfg.node21_fraction,
+        )
         heat_logits, log_d = net.logits(x)
         l_heat = focal_loss(heat_logits, h)
         l_size = (w * (log_d - d).abs()).sum() / w.sum().clamp(min=1.0)

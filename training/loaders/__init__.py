@@ -1,4 +1,4 @@
-"""Loaders from public formats (LUNA16, NODE21, NIfTI) and review findings to one typed form."""
+"""Loaders from public formats (LUNA16, NODE21, NIfTI, DICOM SEG) and signed review findings."""
 
 from training.loaders.types import BoxLabel, CTCase, DRCase, NoduleLabel
 

@@ -55,6 +55,24 @@ def read_annotations(csv_path: Path) -> dict[str, list[NoduleLabel]]:
     return out
 
 
+def read_candidates(csv_path: Path) -> dict[str, list[tuple[tuple[float, float, float], int]]]:
+    """Parse LUNA16 ``candidates.csv`` (seriesuid, coordX/Y/Z, class): LPS points per series,
+    class 1 a nodule and 0 not one (for export-labels: a finding the radiologist rejected)."""
+    csv_path = Path(csv_path)
+    out: dict[str, list[tuple[tuple[float, float, float], int]]] = {}
+    for n, row in csv_rows(csv_path, ("seriesuid", "coordX", "coordY", "coordZ", "class"),
+                           "candidates"):
+        try:
+            point = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            cls = int(row["class"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad number") from exc
+        if not np.all(np.isfinite(point)) or cls not in (0, 1):
+            raise InvalidInputError(f"{csv_path.name} line {n}: bad point or class")
+        out.setdefault(row["seriesuid"], []).append((point, cls))
+    return out
+
+
 def load_luna16(root: Path, annotations_csv: Path) -> Iterator[CTCase]:
     """Yield one CTCase per ``.mhd`` under ``root`` (subset folders included), sorted by uid.
 

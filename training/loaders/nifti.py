@@ -81,7 +81,8 @@ def load_nifti_pair(
     nodules = nodules_from_label(label)
     if not nodules and not allow_empty:
         raise InvalidInputError(f"label {Path(label_path).name} is empty")
-    cid = case_id or Path(image_path).name.split(".")[0]
+    # Strip only the extension: case ids such as series UIDs contain dots themselves.
+    cid = case_id or Path(image_path).name.removesuffix(".gz").removesuffix(".nii")
     logger.info("nifti case loaded", extra={"case": cid, "nodules": len(nodules)})
     return CTCase(cid, image, nodules)
 

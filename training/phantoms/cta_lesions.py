@@ -9,6 +9,9 @@ import numpy as np
 from training.phantoms.cta_vessels import Path3
 
 STEP_MM = 0.5
+#: ``training.phantoms.cta._draw_vessels`` draws every second point of a vessel whose
+#: narrowest radius is above this.
+DRAW_STEP2_RADIUS_MM = 2.0
 
 #: Where lesions sit (mm of arc length from the vessel's start), by vessel.
 SITES: dict[str, tuple[float, float]] = {
@@ -88,6 +91,10 @@ def add_stenosis(
     w = np.where(np.abs(s) < length_mm / 2, np.cos(np.pi * s / length_mm) ** 2, 0.0)
     radius = path.radius - w * np.maximum(path.radius - r_min, 0.0)
     radius[i0] = r_min
+    # the truth is what the image shows: a waist shorter than the lumen radius is drawn
+    # wider than r_min (see drawn_waist_radius)
+    r_min = max(r_min, drawn_waist_radius(replace(path, radius=radius), i0))
+    percent = 100.0 * (1.0 - r_min / r_ref)
     st = Stenosis(
         vessel=path.name,
         center_lps=_t(path.points[i0]),
@@ -100,6 +107,34 @@ def add_stenosis(
         reference_diameter_mm=round(2 * r_ref, 3),
     )
     return replace(path, radius=radius), st
+
+
+def drawn_waist_radius(path: Path3, i0: int) -> float:
+    """The lumen radius the rasteriser actually draws at ``path.points[i0]``.
+
+    Vessels are drawn as tapered capsules between sampled points (every point, or every
+    second one where the vessel is wider than DRAW_STEP2_RADIUS_MM, as
+    ``training.phantoms.cta._draw_vessels`` does), and each capsule ends in a sphere of
+    its end radius. A waist shorter than the lumen radius is therefore partly filled by
+    the spheres of the points around it: the drawn narrowest radius is the largest of
+    sqrt(r_j^2 - s_j^2) over drawn points j at distance s_j, or the linear taper across
+    a skipped point.
+    """
+    n = len(path.radius)
+    step = 2 if float(path.radius.min(initial=9.0)) > DRAW_STEP2_RADIUS_MM else 1
+    idx = list(range(0, n, step))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    drawn = np.asarray(idx)
+    s2 = np.sum((path.points[drawn] - path.points[i0]) ** 2, axis=1)
+    r = path.radius[drawn]
+    best = float(np.sqrt(np.maximum(r**2 - s2, 0.0)).max())
+    if i0 not in idx:
+        k = int(np.searchsorted(drawn, i0))
+        a, b = idx[k - 1], idx[k]
+        t = (i0 - a) / (b - a)
+        best = max(best, float(path.radius[a] + t * (path.radius[b] - path.radius[a])))
+    return best
 
 
 def add_occlusion(rng: np.random.Generator, path: Path3) -> tuple[Path3, Occlusion]:
