@@ -19,6 +19,8 @@ from sqlalchemy import update
 
 from countyread.context import AppContext
 from countyread.db import analyses, findings, instances, reports, series, studies, users
+from countyread.domain import NodeKind
+from countyread.nodes import add_node
 from countyread.store import write_durable
 from countyread.uids import derive_uid
 
@@ -100,8 +102,14 @@ def seed_study(
     tag: str = "1",
     reviewer: str = "lidoc",
     slice_order: bool = True,
+    reviewed: bool = True,
+    urgency: str = "routine",
 ) -> SeededStudy:
-    """Store a synthetic CT and insert an analysis with ``n_findings`` confirmed nodules."""
+    """Store a synthetic CT and insert an analysis with ``n_findings`` confirmed nodules.
+
+    ``reviewed=False`` leaves the AI findings pending and the study unsigned, ready for
+    review at ``urgency`` (what an urgent alert before sign-off starts from).
+    """
     study_uid = derive_uid("seed-study", tag)
     series_uid = derive_uid("seed-series", tag)
     for_uid = derive_uid("seed-for", tag)
@@ -121,6 +129,7 @@ def seed_study(
                 modalities="CT",
                 source_node_id=source_node_id,
                 status="ready",
+                urgency=urgency,
             )
         )
         conn.execute(
@@ -159,7 +168,7 @@ def seed_study(
                 series_uid=series_uid,
                 pipeline="ct_nodule",
                 status="ready",
-                urgency="routine",
+                urgency=urgency,
                 category="4A",
                 models=[MODEL],
             )
@@ -210,10 +219,10 @@ def seed_study(
                     category="4A",
                     model=MODEL,
                     key_image=f"key_{i}",
-                    verdict="accepted" if i % 2 == 0 else "edited",
-                    revision=1,
-                    reviewed_by=reviewer,
-                    reviewed_at=datetime.now(UTC),
+                    verdict=("accepted" if i % 2 == 0 else "edited") if reviewed else "pending",
+                    revision=1 if reviewed else 0,
+                    reviewed_by=reviewer if reviewed else None,
+                    reviewed_at=datetime.now(UTC) if reviewed else None,
                 )
             )
             pk = res.inserted_primary_key
@@ -246,7 +255,8 @@ def seed_study(
                     role="radiologist",
                 )
             )
-    sign(ctx, study_uid, reviewer)
+    if reviewed:
+        sign(ctx, study_uid, reviewer)
     return SeededStudy(study_uid, series_uid, tuple(sops), tuple(ids), analysis_id)
 
 
@@ -395,3 +405,13 @@ def seed_dr_study(ctx: AppContext, *, reviewer: str = "lidoc", tag: str = "dr") 
             )
     sign(ctx, study_uid, reviewer)
     return SeededStudy(study_uid, series_uid, (sop,), (int(fid[0]),), int(pk[0]))
+
+
+ALL_FAMILIES = ("SR", "SEG", "SC", "KOS")
+
+
+def pacs_node(ctx: AppContext, port: int, send: tuple[str, ...] = ALL_FAMILIES,
+              ae_title: str = "PACS1") -> int:
+    """A PACS destination on loopback receiving ``send``; returns its node id."""
+    return add_node(ctx.db, name="PACS", ae_title=ae_title, host="127.0.0.1", port=port,
+                    kind=NodeKind.PACS, send=send).id

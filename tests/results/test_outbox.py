@@ -18,7 +18,7 @@ from countyread.settings import load_settings
 from dicom_node import outbox
 from dicom_node.outbox import Outbox, backoff_s, resend, schedule_delivery
 from tests.peers.storage_scp import StorageSCP
-from tests.results.seed import seed_study, sign
+from tests.results.seed import pacs_node, seed_study, sign
 
 
 @pytest.fixture()
@@ -64,15 +64,7 @@ def test_routing_follows_node_choices_and_is_idempotent(ctx: AppContext, scp: St
         kind=NodeKind.TOWNSHIP,
         send=("SC", "KOS"),
     )
-    pacs = add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=scp.port,
-        kind=NodeKind.PACS,
-        send=("SR", "SEG"),
-    )
+    pacs = pacs_node(ctx, scp.port, ("SR", "SEG"))
     add_node(ctx.db, name="console only", ae_title="NORECV", kind=NodeKind.PACS)
     off = add_node(
         ctx.db,
@@ -89,7 +81,7 @@ def test_routing_follows_node_choices_and_is_idempotent(ctx: AppContext, scp: St
     assert schedule_delivery(ctx, study.study_uid) == ids  # a retried sign: same rows
     by_node = {_row(ctx, i)["node_id"]: _row(ctx, i) for i in ids}
     assert {o["family"] for o in by_node[town.id]["objects"]} == {"SC", "KOS"}  # type: ignore[attr-defined]
-    assert {o["family"] for o in by_node[pacs.id]["objects"]} == {"SR", "SEG"}  # type: ignore[attr-defined]
+    assert {o["family"] for o in by_node[pacs]["objects"]} == {"SR", "SEG"}  # type: ignore[attr-defined]
 
 
 def test_township_without_host_gets_nothing(ctx: AppContext, scp: StorageSCP) -> None:
@@ -99,15 +91,7 @@ def test_township_without_host_gets_nothing(ctx: AppContext, scp: StorageSCP) ->
 
 
 def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext, scp: StorageSCP) -> None:
-    pacs = add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=scp.port,
-        kind=NodeKind.PACS,
-        send=("SR", "SEG", "SC", "KOS"),
-    )
+    pacs = pacs_node(ctx, scp.port)
     study = seed_study(ctx, n_findings=3)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     assert _study_status(ctx, study.study_uid) == "signed"
@@ -121,7 +105,7 @@ def test_tick_sends_every_object_once_and_marks_delivered(ctx: AppContext, scp: 
     assert _study_status(ctx, study.study_uid) == "delivered"
     assert Outbox(ctx).tick() == 0  # nothing due: nothing sent twice
     assert set(scp.received.values()) == {1}
-    assert pacs.id == row["node_id"]
+    assert pacs == row["node_id"]
 
 
 @pytest.fixture()
@@ -149,15 +133,7 @@ def _delay_bounds(row: dict[str, object], before: datetime, after: datetime) -> 
 def test_peer_down_then_up_retries_with_backoff(backoff_ctx: AppContext) -> None:
     ctx = backoff_ctx
     peer = StorageSCP()  # its port is free: nobody listens yet
-    add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=peer.port,
-        kind=NodeKind.PACS,
-        send=("SR", "SEG", "SC", "KOS"),
-    )
+    pacs_node(ctx, peer.port)
     study = seed_study(ctx, n_findings=2)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     box = Outbox(ctx)
@@ -190,15 +166,7 @@ def test_refused_object_fails_delivery_and_resend_requeues(ctx: AppContext) -> N
 
     peer = StorageSCP(refuse={SegmentationStorage: 0xA900}).start()
     try:
-        add_node(
-            ctx.db,
-            name="PACS",
-            ae_title="PACS1",
-            host="127.0.0.1",
-            port=peer.port,
-            kind=NodeKind.PACS,
-            send=("SR", "SEG"),
-        )
+        pacs_node(ctx, peer.port, ("SR", "SEG"))
         study = seed_study(ctx, n_findings=2)
         (delivery_id,) = schedule_delivery(ctx, study.study_uid)
         Outbox(ctx).tick()
@@ -223,15 +191,7 @@ def test_refused_object_fails_delivery_and_resend_requeues(ctx: AppContext) -> N
 def test_out_of_resources_is_retried_for_that_object_only(ctx: AppContext) -> None:
     peer = StorageSCP(fail_first=(1, 0xA700)).start()
     try:
-        add_node(
-            ctx.db,
-            name="PACS",
-            ae_title="PACS1",
-            host="127.0.0.1",
-            port=peer.port,
-            kind=NodeKind.PACS,
-            send=("SR", "SEG", "SC", "KOS"),
-        )
+        pacs_node(ctx, peer.port)
         study = seed_study(ctx, n_findings=1)
         (delivery_id,) = schedule_delivery(ctx, study.study_uid)
         Outbox(ctx).tick()
@@ -249,15 +209,7 @@ def test_out_of_resources_is_retried_for_that_object_only(ctx: AppContext) -> No
 
 def test_amendment_supersedes_undelivered_revision(ctx: AppContext) -> None:
     peer = StorageSCP()  # down
-    add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=peer.port,
-        kind=NodeKind.PACS,
-        send=("SR",),
-    )
+    pacs_node(ctx, peer.port, ("SR",))
     study = seed_study(ctx, n_findings=1)
     (first,) = schedule_delivery(ctx, study.study_uid)
     sign(ctx, study.study_uid)
@@ -272,15 +224,7 @@ def test_background_thread_delivers_after_schedule(
     ctx: AppContext, scp: StorageSCP, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="dicom_node")
-    add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=scp.port,
-        kind=NodeKind.PACS,
-        send=("SR", "SEG", "SC", "KOS"),
-    )
+    pacs_node(ctx, scp.port)
     study = seed_study(ctx, n_findings=1)
     box = Outbox(ctx, poll_s=60.0)
     box.start()
@@ -306,15 +250,7 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 
 
 def test_missing_result_file_is_refused_not_retried(ctx: AppContext, scp: StorageSCP) -> None:
-    add_node(
-        ctx.db,
-        name="PACS",
-        ae_title="PACS1",
-        host="127.0.0.1",
-        port=scp.port,
-        kind=NodeKind.PACS,
-        send=("SR", "KOS"),
-    )
+    pacs_node(ctx, scp.port, ("SR", "KOS"))
     study = seed_study(ctx, n_findings=1)
     (delivery_id,) = schedule_delivery(ctx, study.study_uid)
     kos = next(
@@ -342,15 +278,7 @@ def test_slow_township_does_not_hold_up_pacs(ctx: AppContext, scp: StorageSCP) -
             kind=NodeKind.TOWNSHIP,
             send=("SC", "KOS"),
         )
-        add_node(
-            ctx.db,
-            name="PACS",
-            ae_title="PACS1",
-            host="127.0.0.1",
-            port=scp.port,
-            kind=NodeKind.PACS,
-            send=("SR", "SEG"),
-        )
+        pacs_node(ctx, scp.port, ("SR", "SEG"))
         study = seed_study(ctx, n_findings=1, source_node_id=town.id)
         town_id, pacs_id = schedule_delivery(ctx, study.study_uid)  # township is due first
         started = utcnow()
