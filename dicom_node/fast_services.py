@@ -85,7 +85,7 @@ class NodeServices:
 
     def __init__(self, node: DicomNode) -> None:
         self.node = node
-        self.spool_dir: Path = node.ctx.settings.data_dir / "incoming"
+        self.spool_dir: Path = node.ingestor.spool_dir
         self.supported = supported_contexts()
 
     def admit(self, rq: AssociateRequest, address: str) -> Admission:

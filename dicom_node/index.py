@@ -9,6 +9,7 @@ upgrade; on PostgreSQL the series row is locked ``FOR UPDATE`` before it is judg
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,6 +172,33 @@ class InstanceIndex:
         with self.db.begin() as conn:
             ops = _AlchemyRows(self, conn)
             return [_add_one(ops, r, now) for r in rows]
+
+    def remove_instances(self, sop_uids: list[str]) -> int:
+        """Take back rows of instances that were never acknowledged (their file did not
+        become durable); the series counts follow. Returns the number of rows removed."""
+        if not sop_uids:
+            return 0
+        removed = 0
+        with self._writing(), self.db.begin() as conn:
+            for uid in sop_uids:
+                series_uid = conn.execute(
+                    instances.delete().where(instances.c.sop_instance_uid == uid)
+                    .returning(instances.c.series_uid)).scalar()
+                if series_uid is None:
+                    continue
+                removed += 1
+                conn.execute(update(series).where(series.c.series_uid == series_uid)
+                             .values(instance_count=series.c.instance_count - 1))
+        return removed
+
+    def replace_path(self, sop_uid: str, rel_path: str, size: int) -> None:
+        """Point an indexed instance at a newly stored copy (its old file was missing)."""
+        with self._writing(), self.db.begin() as conn:
+            conn.execute(update(instances).where(instances.c.sop_instance_uid == sop_uid)
+                         .values(path=rel_path, size_bytes=size))
+
+    def _writing(self) -> contextlib.AbstractContextManager[object]:
+        return self._write_lock if self._write_lock is not None else contextlib.nullcontext()
 
     def add_quarantine(
         self, *, rel_path: str | None, reason: str, status_code: int, source_ae: str | None,

@@ -4,10 +4,16 @@ The promise behind a Success (DESIGN.md section 4): the bytes are on disk (temp 
 fsync, rename, fsync of the directory) and indexed before 0x0000 goes back. The data set
 is stored exactly as the peer encoded it, behind a File Meta Information header we write
 (PS3.10 7.1); pixel data is never decoded here.
+
+Temp files of both engines live in ``<data>/incoming`` until their rename, so that the
+start-up (:meth:`Ingestor.recover_spool`) finds every store a crash interrupted: it
+removes the unacknowledged ones and completes the one case the group commit's overlap
+of directory fsync and index commit allows (commit.py): a row durable, its rename not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,16 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydicom.filereader import read_file_meta_info
+
 from countyread.context import AppContext
 from countyread.db import utcnow
 from countyread.errors import StorageError
-from countyread.store import fsync_dir, write_durable
-from countyread.uids import derive_uid
+from countyread.store import fsync_dir, mkdirs_durable, write_durable
+from countyread.uids import derive_uid, validate_uid
 from dicom_node import status as st
 from dicom_node.commit import GroupCommitter, move_synced_file, write_file_synced
-from dicom_node.fastpath.spool import Spool
+from dicom_node.fastpath.spool import SPOOL_PREFIX, Spool
 from dicom_node.header import InstanceHeader, read_header, read_header_head
-from dicom_node.index import InstanceIndex, PendingRow
+from dicom_node.index import InstanceIndex, KnownInstance, PendingRow
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +102,7 @@ class Ingestor:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self.spool_dir = ctx.settings.data_dir / "incoming"
         self.index = InstanceIndex(ctx.db)
         self.committer = GroupCommitter(self.index)
         # Striped locks: two associations sending the same SOP Instance UID at once must
@@ -157,7 +166,7 @@ class Ingestor:
 
     def _store_spooled(self, req: SpooledRequest, h: InstanceHeader) -> st.DimseOutcome:
         known = self.index.precheck(h)
-        if known is not None:
+        if known is not None and self._present(known):
             self._compare_duplicate(known.path, req.spool.read_data(), h)
             return st.DimseOutcome(st.SUCCESS)
         spool = req.spool
@@ -167,6 +176,8 @@ class Ingestor:
         spool.sync()
         move_synced_file(spool_path, path)
         spool.claimed()
+        if known is not None:
+            return self._restored(h, path, spool.meta_len + spool.data_len)
 
         def give_back(stored: Path) -> None:
             # A refused instance keeps its bytes in quarantine, as on the classic path.
@@ -180,14 +191,78 @@ class Ingestor:
         meta = encode_file_meta(h.sop_class_uid, h.sop_instance_uid, h.transfer_syntax_uid,
                                 req.calling_ae)
         known = self.index.precheck(h)
-        if known is not None:
+        if known is not None and self._present(known):
             self._compare_duplicate(known.path, req.data, h)
             return st.DimseOutcome(st.SUCCESS)
         path = self.ctx.store.instance_path(h.study_uid, h.series_uid, h.sop_instance_uid)
         # store.write() would fsync the directory per file; splitting the steps lets
         # concurrent associations share that fsync and the index commit (commit.py).
-        size = write_file_synced(path, [meta, req.data])
+        size = write_file_synced(path, [meta, req.data], tmp_dir=self.spool_dir)
+        if known is not None:
+            return self._restored(h, path, size)
         return self._index(h, path, size, req.calling_ae, req.node_id)
+
+    def _present(self, known: KnownInstance) -> bool:
+        """Is the indexed copy of a re-sent instance on disk? Only a power cut between
+        the index commit and the durability of the rename of a never-acknowledged
+        instance can make it absent (commit.py), and then the start-up has normally
+        put it back already; a re-send must then store it, not be deduplicated."""
+        return self.ctx.store.absolute(known.path).is_file()
+
+    def _restored(self, h: InstanceHeader, path: Path, size: int) -> st.DimseOutcome:
+        """An indexed instance whose file was missing is stored again (file fsynced and
+        renamed by the caller): make the rename durable, then point the row at it."""
+        fsync_dir(path.parent)
+        self.index.replace_path(h.sop_instance_uid, self.ctx.store.relative(path), size)
+        logger.warning("stored again an indexed instance whose file was missing",
+                       extra={"sop_instance_uid": h.sop_instance_uid})
+        return st.DimseOutcome(st.SUCCESS)
+
+    def recover_spool(self) -> tuple[int, int]:
+        """At start-up, before serving: (completed, removed) interrupted stores.
+
+        A temp file whose instance is indexed while the stored file is missing had its
+        row committed, hence its bytes fsynced (the commit starts after the file fsync,
+        commit.py), only its rename was lost: it is renamed into place. Every other temp
+        file belongs to an instance that was never acknowledged and is removed.
+        """
+        completed = removed = 0
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in sorted(self.spool_dir.glob(SPOOL_PREFIX + "*")):
+            try:
+                if self._complete(tmp):
+                    completed += 1
+                    continue
+            except Exception:  # a damaged leftover must not stop the node from starting
+                logger.exception("could not examine a leftover spool file")
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+        return completed, removed
+
+    def _complete(self, tmp: Path) -> bool:
+        try:
+            uid = str(read_file_meta_info(tmp).MediaStorageSOPInstanceUID)
+            validate_uid(uid, "SOP Instance UID")
+        except Exception:  # no readable meta: nothing was indexed from it
+            return False
+        known = self.index.find_instance(uid)
+        if known is None:
+            return False
+        dest = self.ctx.store.absolute(known.path)
+        if dest.exists() or tmp.stat().st_size != known.size_bytes:
+            return False
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # already durable when it was indexed; cheap, and states it here
+        finally:
+            os.close(fd)
+        mkdirs_durable(dest.parent)
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        logger.warning("completed a store interrupted after its index commit",
+                       extra={"sop_instance_uid": uid})
+        return True
 
     def _index(self, h: InstanceHeader, path: Path, size: int, calling_ae: str | None,
                node_id: int | None, *,

@@ -33,7 +33,6 @@ from dicom_node.commitment import STORAGE_COMMITMENT_SOP_CLASS, CommitmentReport
 from dicom_node.fast_services import NodeServices
 from dicom_node.fastpath.association import Timeouts
 from dicom_node.fastpath.server import FastServer
-from dicom_node.fastpath.spool import clear_spool_dir
 from dicom_node.ingest import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION,
@@ -134,6 +133,11 @@ class DicomNode:
 
     def start(self) -> None:
         """Bind and serve in background threads."""
+        # Before the first association: stores a crash interrupted (ingest.py).
+        completed, removed = self.ingestor.recover_spool()
+        if completed or removed:
+            logger.info("interrupted stores examined", extra={"completed": completed,
+                                                                "removed": removed})
         if self.engine == "fast":
             self._start_fast()
         else:
@@ -148,9 +152,6 @@ class DicomNode:
         s = self.ctx.settings
         ssl_context = self._ssl_context()
         services = NodeServices(self)
-        removed = clear_spool_dir(services.spool_dir)
-        if removed:
-            logger.info("removed unacknowledged spool files", extra={"count": removed})
         try:
             server = FastServer(
                 (s.dicom_host, s.dicom_port), services,

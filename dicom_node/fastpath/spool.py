@@ -18,6 +18,9 @@ from pathlib import Path
 #: an enhanced multi-frame header can be larger and is then read back from the file.
 HEAD_KEEP = 64 * 1024
 
+#: Temp files of both engines start with this (the start-up examines them).
+SPOOL_PREFIX = ".spool-"
+
 
 class Spool:
     """Temp file ``<meta><data set>``; a write error is remembered, not raised, so the
@@ -31,7 +34,7 @@ class Spool:
         self._fd: int | None = None
         self.path: Path | None = None
         try:
-            fd, name = tempfile.mkstemp(prefix=".spool-", suffix=".dcm", dir=directory)
+            fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".dcm", dir=directory)
         except OSError as exc:
             self.error = exc
             return
@@ -95,14 +98,3 @@ class Spool:
         """The file was renamed into place: nothing left to remove."""
         self._close()
         self.path = None
-
-
-def clear_spool_dir(directory: Path) -> int:
-    """Remove temp files a killed node left behind (nothing in them was acknowledged)."""
-    removed = 0
-    directory.mkdir(parents=True, exist_ok=True)
-    for p in directory.glob(".spool-*"):
-        with contextlib.suppress(OSError):
-            p.unlink()
-            removed += 1
-    return removed
