@@ -3,6 +3,8 @@
 Receivers, side by side in one run:
   (a)  our node (``python -m countyread scp``), durable: fsync file + directory + SQLite
        commit (synchronous=FULL) before each Success, with the fast engine (default)
+  (a0) with ``--baseline DIR``: the same node from another checkout (e.g. a git worktree
+       of an earlier commit), for before/after figures measured in the same run
   (a2) the same node on the pynetdicom engine (``COUNTYREAD_DICOM_ENGINE=pynetdicom``)
   (a-), (a2-) both engines with fsync made a no-op by libeatmydata: NOT durable, a
        diagnostic of what the node costs apart from the disk's flush latency
@@ -12,13 +14,16 @@ Receivers, side by side in one run:
   (d)  our node, fast engine, with 4 scanners sending at once (4 series of 300 slices);
   (d2) the same on the pynetdicom engine
 
-Besides wall time, each row gives the receiver's CPU time per instance (user + system,
-from /proc/<pid>/stat around the push), which the load from other processes on a shared
-machine disturbs far less than wall time. The header gives the disk's durable floor: the
-median time of the three flushes a durable single stream waits for, in order, per
-instance (file fsync, directory fsync after the rename, the index's log fsync).
+Repeats are interleaved (every receiver once, then every receiver again), so that a
+change of the machine's load hits all rows alike; each row shows its best run. Besides
+wall time, each row gives the receiver's CPU time per instance (user + system, from
+/proc/<pid>/stat around the push), which the load from other processes on a shared
+machine disturbs far less than wall time. The header gives the disk's flush latency
+(medians per 512 KB slice): file fsync, directory fsync after the rename, SQLite commit
+(WAL, synchronous=FULL), the three in sequence, and the node's order (file fsync, rename,
+then directory fsync and commit in parallel, dicom_node/commit.py).
 
-Run: ``nice -n 10 python benchmarks/ingest.py [--slices 300] [--repeat 3]``.
+Run: ``nice -n 10 python benchmarks/ingest.py [--slices 300] [--repeat 3] [--only a,b]``.
 Not part of CI. Prints a table of instances/s and MB/s (MB = 10^6 bytes of files sent).
 """
 
@@ -30,9 +35,12 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,14 +150,14 @@ def eatmydata() -> str | None:
     return None
 
 
-def our_node(work: Path, engine: str, preload: str | None = None
+def our_node(work: Path, engine: str, preload: str | None = None, repo: Path = REPO
              ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "COUNTYREAD_DATA_DIR": str(work), "COUNTYREAD_DICOM_PORT": str(port),
            "COUNTYREAD_DICOM_ENGINE": engine, **({"LD_PRELOAD": preload} if preload else {}),
            "COUNTYREAD_DICOM_HOST": "127.0.0.1", "COUNTYREAD_ACCEPT_ANY_AE": "true",
-           "COUNTYREAD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "countyread", "scp"], env=env, cwd=REPO,
+           "COUNTYREAD_LOG_LEVEL": "WARNING", "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([sys.executable, "-m", "countyread", "scp"], env=env, cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait_echo(port):
         proc.kill()
@@ -225,33 +233,70 @@ def bare_pynetdicom() -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def fsync_probe(directory: Path, size: int, n: int = 30) -> tuple[float, float]:
-    """Medians in ms: (write + fsync + rename + fsync(dir) of one slice, the same plus an
-    fsync of a small append, i.e. the three flushes a durable instance waits for)."""
+@dataclass(frozen=True)
+class Flushes:
+    """Medians in ms per slice-sized file."""
+
+    file: float  # write + fsync of a new file
+    directory: float  # rename + fsync of its directory
+    commit: float  # one small SQLite transaction, WAL, synchronous=FULL
+    sequential: float  # the three in a row (the node before the parallel commit)
+    node: float  # file fsync, rename, then directory fsync || commit (the node now)
+
+
+def fsync_probe(directory: Path, size: int, n: int = 30) -> Flushes:
+    """Time the flushes a durable single stream waits for, on the store's file system."""
     directory.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
-    two, three = [], []
-    log = os.open(directory / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            tmp, dst = directory / f".t{i}", directory / f"f{i}"
+    db = sqlite3.connect(directory / "probe.db", isolation_level=None,
+                         check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+    key = iter(range(1 << 30))
+
+    def commit() -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?, ?)", (next(key), "x" * 300))
+        db.execute("COMMIT")
+
+    def dir_fsync() -> None:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)
+        os.close(dfd)
+
+    times: dict[str, list[float]] = {k: [] for k in
+                                     ("file", "directory", "commit", "sequential", "node")}
+    for i in range(n):
+        for kind in times:  # interleaved, so that load changes hit every kind alike
+            tmp, dst = directory / f".t{kind}{i}", directory / f"{kind}{i}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
             os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            os.replace(tmp, dst)
-            dfd = os.open(directory, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
-            t1 = time.perf_counter()
-            os.write(log, b"x" * 4096)
-            os.fsync(log)
-            two.append((t1 - t0) * 1e3)
-            three.append((time.perf_counter() - t0) * 1e3)
-    finally:
-        os.close(log)
-    return sorted(two)[n // 2], sorted(three)[n // 2]
+            t0 = time.perf_counter()
+            if kind == "commit":
+                os.close(fd)
+                t0 = time.perf_counter()
+                commit()
+            else:
+                if kind != "directory":
+                    os.fsync(fd)
+                os.close(fd)
+                if kind == "directory":
+                    t0 = time.perf_counter()
+                if kind != "file":
+                    os.replace(tmp, dst)
+                    if kind == "node":
+                        th = threading.Thread(target=commit)
+                        th.start()
+                        dir_fsync()
+                        th.join()
+                    else:
+                        dir_fsync()
+                        if kind == "sequential":
+                            commit()
+            times[kind].append((time.perf_counter() - t0) * 1e3)
+    db.close()
+    return Flushes(**{k: statistics.median(v) for k, v in times.items()})
 
 
 def cpu_s(pid: int) -> float:
@@ -278,23 +323,21 @@ class Run:
 Starter = Callable[[Path], tuple["subprocess.Popen[bytes] | None", int, str, str]]
 
 
-def measure(start: Starter, groups: list[list[Path]], aec: str, repeat: int,
-            work: Path) -> tuple[list[Run], str]:
-    """Start a fresh receiver per repeat, push, stop; (runs, why not measured)."""
-    runs: list[Run] = []
-    for r in range(repeat):
-        proc, port, netns, why = start(work / f"{aec.lower()}{r}")
-        if proc is None:
-            return runs, why
-        try:
-            c0 = cpu_s(proc.pid)
-            wall = push(port, groups, aec, netns=netns or None)
-            runs.append(Run(wall, cpu_s(proc.pid) - c0))
-        finally:
-            stop(proc)
-            if netns:
-                subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
-    return runs, ""
+def measure_once(start: Starter, groups: list[list[Path]], aec: str,
+                 work: Path) -> Run | str:
+    """Start a fresh receiver, push, stop; the run or why it was not measured."""
+    proc, port, netns, why = start(work)
+    if proc is None:
+        return why
+    try:
+        c0 = cpu_s(proc.pid)
+        wall = push(port, groups, aec, netns=netns or None)
+        return Run(wall, cpu_s(proc.pid) - c0)
+    finally:
+        stop(proc)
+        if netns:
+            subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def row(name: str, n: int, nbytes: int, runs: list[Run]) -> str:
@@ -310,6 +353,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per receiver; best is shown")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "cr-bench")
     ap.add_argument("--skip-orthanc", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated row labels, e.g. a,a0,b,c,d")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout of this repository: adds row (a0), its fast engine")
     args = ap.parse_args()
 
     one = make_series(args.cache / "ct", args.slices)
@@ -325,8 +371,8 @@ def main() -> int:
     notes = []
     load0 = os.getloadavg()[0]
 
-    def ours(engine: str, preload: str | None = None) -> Starter:
-        return lambda w: (*our_node(w, engine, preload), "", "")
+    def ours(engine: str, preload: str | None = None, repo: Path = REPO) -> Starter:
+        return lambda w: (*our_node(w, engine, preload, repo), "", "")
 
     def plain(fn: Callable[[Path], tuple[subprocess.Popen[bytes], int]]) -> Starter:
         return lambda w: (*fn(w), "", "")
@@ -335,6 +381,17 @@ def main() -> int:
         work = Path(tmp)
         plan: list[tuple[str, Starter, list[list[Path]], str]] = [
             ("(a) CountyRead node, fast engine, durable", ours("fast"), [one], "COUNTYREAD"),
+        ]
+        if args.baseline is not None:
+            rev = subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short",
+                                  "HEAD"], capture_output=True, text=True).stdout.strip()
+            plan += [
+                (f"(a0) same, baseline {rev or args.baseline.name}",
+                 ours("fast", repo=args.baseline.resolve()), [one], "BASELINE"),
+                (f"(d0) baseline {rev or args.baseline.name}, 4 scanners",
+                 ours("fast", repo=args.baseline.resolve()), four, "BASELINE4"),
+            ]
+        plan += [
             ("(a2) CountyRead node, pynetdicom engine", ours("pynetdicom"), [one], "PYNETDICOM"),
         ]
         lib = eatmydata()
@@ -362,28 +419,41 @@ def main() -> int:
             ("(d2) pynetdicom engine, 4 scanners at once", ours("pynetdicom"), four,
              "PYNETDICOM4"),
         ]
+        if args.only:
+            wanted = {w.strip() for w in args.only.split(",") if w.strip()}
+            plan = [p for p in plan if p[0][1:].split(")")[0] in wanted]
         results: dict[str, list[Run]] = {}
-        for name, start, groups, aec in plan:
-            runs, why = measure(start, groups, aec, args.repeat, work)
-            if not runs:
-                notes.append(f"{name} not measured: {why}")
-                continue
-            results[aec] = runs
-            n = sum(len(g) for g in groups)
-            lines.append(row(name, n, size1 if len(groups) == 1 else size4, runs))
-        two, three = fsync_probe(work / "probe", one[0].stat().st_size)
+        why_not: dict[str, str] = {}
+        for r in range(args.repeat):
+            for _, start, groups, aec in plan:
+                if aec in why_not:
+                    continue
+                got = measure_once(start, groups, aec, work / f"{aec.lower()}{r}")
+                if isinstance(got, str):
+                    why_not[aec] = got
+                else:
+                    results.setdefault(aec, []).append(got)
+        for name, _, groups, aec in plan:
+            if aec in results:
+                n = sum(len(g) for g in groups)
+                lines.append(row(name, n, size1 if len(groups) == 1 else size4, results[aec]))
+            else:
+                notes.append(f"{name} not measured: {why_not.get(aec, '?')}")
+        fl = fsync_probe(work / "probe", one[0].stat().st_size)
     load1 = os.getloadavg()[0]
     print(f"{args.slices} slices 512x512 int16, {size1 / 1e6:.1f} MB per series, "
           f"best of {args.repeat}; storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs, "
-          f"load average {load0:.1f} before, {load1:.1f} after; per slice, median: "
-          f"write+fsync+rename+fsync(dir) {two:.1f} ms, plus an index log fsync {three:.1f} ms")
+          f"load average {load0:.1f} before, {load1:.1f} after")
+    print(f"flushes per slice, median ms: file fsync {fl.file:.1f}, rename + directory "
+          f"fsync {fl.directory:.1f}, SQLite commit {fl.commit:.1f}; in sequence "
+          f"{fl.sequential:.1f}, in the node's order (directory || commit) {fl.node:.1f}")
     print("\n".join(lines))
     if "COUNTYREAD" in results and "STORESCP" in results:
         ours_best = min(r.wall_s for r in results["COUNTYREAD"])
         dcmtk_best = min(r.wall_s for r in results["STORESCP"])
         cpu = min(r.cpu_s for r in results["COUNTYREAD"]) / len(one) * 1e3
         print(f"fast engine / storescp throughput: {dcmtk_best / ours_best:.2f}; fast engine "
-              f"CPU {cpu:.2f} ms + the three flushes {three:.1f} ms = {cpu + three:.1f} ms "
+              f"CPU {cpu:.2f} ms + the flushes {fl.node:.1f} ms = {cpu + fl.node:.1f} ms "
               f"per slice at this disk's flush latency")
     for note in notes:
         print(note)
