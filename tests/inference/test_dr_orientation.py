@@ -89,3 +89,27 @@ def test_non_square_pixels_are_made_square_within_reason() -> None:
     assert out.shape == values.shape and stretch == (1.0, 1.0)
     out, stretch = square_pixels(values, PixelGeometry(None, "none"))
     assert out is values
+
+
+@pytest.mark.parametrize("view", ["PA", "AP"])
+def test_written_films_are_in_the_standard_display(view: str) -> None:
+    """The DX writer stores the synthetic chest as drawn (heart on the image right), so PA
+    and AP films alike say ``L\\F`` and are read as stored, patient's left on the right."""
+    from training.dr.dicom import DXStyle, chest_dataset
+    from training.dr.synth import SynthConfig, make_synth_chest
+
+    ds = chest_dataset(make_synth_chest(3, SynthConfig(matrix=(200, 200))), 3, DXStyle(view=view))
+    assert list(ds.PatientOrientation) == ["L", "F"]
+    turn, note = reorientation(ds)
+    assert turn.identity and turn.side_known and note is None
+    rad = Radiograph(
+        np.zeros(ds.pixel_array.shape, np.float32),
+        1,
+        (0, 0),
+        ds.pixel_array.shape,
+        PixelGeometry(None, "none"),
+        (),
+        turn=turn,
+    )
+    width = ds.pixel_array.shape[1]
+    assert rad.side((50.0, width * 0.8)) == "left" and rad.side((50.0, width * 0.2)) == "right"

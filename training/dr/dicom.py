@@ -86,7 +86,9 @@ def chest_dataset(
         ds.BodyPartExamined = style.body_part
     if style.view:
         ds.ViewPosition = style.view
-    ds.PatientOrientation = ["R", "F"] if style.view != "AP" else ["L", "F"]
+    # The image is stored in the standard display (heart on the viewer's right): rows run
+    # toward the patient's left and columns toward the feet, PA and AP alike (L\\F).
+    ds.PatientOrientation = ["L", "F"]
     ds.ImageType = (
         ["ORIGINAL", "PRIMARY"]
         if style.sop_class != SECONDARY_CAPTURE

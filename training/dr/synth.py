@@ -7,9 +7,9 @@ model can be trained and tested in a few minutes on a CPU. Each image is the pro
 vessels and spherical nodules along the beam, then detector quantum noise, a log
 transform, a display curve, blur, grid lines and burned-in collimation borders.
 
-Image axes follow the standard chest display (PS3.3 C.8.11.1, Patient Orientation
-``R\\F`` for a PA view seen from behind): rows run toward the feet, columns toward
-the patient's left, so the heart sits on the image right.
+Image axes follow the standard chest display (PS3.3 C.7.6.1.1.1, Patient Orientation
+``L\\F``, PA and AP alike: the patient faces the viewer): rows run toward the feet,
+columns toward the patient's left, so the heart sits on the image right.
 """
 
 from __future__ import annotations
