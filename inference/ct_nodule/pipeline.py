@@ -2,7 +2,7 @@
 
 Stages, top to bottom: ``select_series`` -> ``load_volume`` -> ``to_canonical`` (the
 layout the network was trained on, by axis reversal/permutation, see
-:mod:`inference.ct_nodule.orient`) -> ``analyze_volume`` (lung mask, candidates, network,
+:mod:`inference.orient`) -> ``analyze_volume`` (lung mask, candidates, network,
 masks, measurements, Lung-RADS) -> Fleischner + urgency -> key images -> SEG arrays.
 Key images are drawn in the canonical (radiological, supine head-first) view and name
 the original image; everything voxel-indexed is reported on the selected series' own
@@ -35,8 +35,8 @@ from countyread.settings import Settings
 from inference.ct_nodule.analysis import AssessedNodule, StageTimer, analyze_volume
 from inference.ct_nodule.keyimages import axial_image, coronal_overview, zoom_image
 from inference.ct_nodule.lungs import LungMask
-from inference.ct_nodule.orient import Reorientation, to_canonical
 from inference.ct_nodule.rules import fleischner, is_urgent, study_category
+from inference.orient import Reorientation, to_canonical
 from inference.pipeline import PipelineOutput, StudyInput
 from inference.selection import SelectionRules, read_series_header, select_series
 from inference.volume import LoadedVolume, load_volume

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from countyread.domain import Volume
-from inference.ct_nodule.orient import plan, to_canonical
 from inference.ct_nodule.pipeline import SourceGrid
+from inference.orient import plan, to_canonical
 
 SPACING = (2.5, 0.8, 0.7)  # slice, row, column (mm): distinct, so a wrong axis shows
 SHAPE = (5, 6, 7)

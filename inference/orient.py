@@ -1,4 +1,4 @@
-"""One canonical voxel layout for the CT nodule stages, and the way back to the source grid.
+"""One canonical voxel layout for the analysis stages, and the way back to the source grid.
 
 Scanners store the same chest in different voxel orders: feet-first consoles write rows
 along -x (Image Orientation (Patient) -1\\0\\0\\0\\1\\0), prone ones also -y, some write
