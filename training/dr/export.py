@@ -35,7 +35,7 @@ from models.card import InputSpec, ModelCard, TrainingData
 from training.dr.data import Sample, synth_sample
 from training.dr.drr_cache import load_dir
 from training.dr.heldout import HeldOutReport, evaluate
-from training.dr.net import DRNoduleNet
+from training.dr.net import DRNoduleNet, FlipAveraged
 from training.dr.size_calibration import SizeCalibration, fit, matched_diameters
 from training.dr.train import TrainConfig
 
@@ -54,7 +54,7 @@ def load_net(checkpoint: Path) -> DRNoduleNet:
     return net.eval()
 
 
-def export_onnx(net: DRNoduleNet, path: Path) -> None:
+def export_onnx(net: torch.nn.Module, path: Path) -> None:
     dummy = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
     torch.onnx.export(
         net,
@@ -87,7 +87,7 @@ def ort_runner(path: Path):  # type: ignore[no-untyped-def]
     return run
 
 
-def parity(net: DRNoduleNet, path: Path, inputs: list[np.ndarray]) -> float:
+def parity(net: torch.nn.Module, path: Path, inputs: list[np.ndarray]) -> float:
     run = ort_runner(path)
     worst = 0.0
     with torch.no_grad():
@@ -117,8 +117,15 @@ def held_out_samples(cfg: TrainConfig) -> list[Sample]:
     return [synth_sample(s) for s in tqdm(seeds, desc="held-out", unit="img")]
 
 
-def calibrate_sizes(net: DRNoduleNet, cfg: TrainConfig) -> SizeCalibration:
-    """Fit the diameter calibration on calibration seeds (neither trained on nor held out)."""
+def calibrate_sizes(
+    net: DRNoduleNet, cfg: TrainConfig, model: torch.nn.Module | None = None
+) -> SizeCalibration:
+    """Fit the diameter calibration on calibration seeds (neither trained on nor held out).
+
+    ``model`` is what is exported (``net`` or a wrapper of it); its outputs are fitted and
+    the calibration goes into ``net``.
+    """
+    model = net if model is None else model
     if not cfg.calibration_seeds[1] > cfg.calibration_seeds[0]:
         return SizeCalibration(0.0, 1.0, 0)
     samples = [synth_sample(s) for s in range(*cfg.calibration_seeds)]
@@ -126,7 +133,7 @@ def calibrate_sizes(net: DRNoduleNet, cfg: TrainConfig) -> SizeCalibration:
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            h, d = net(torch.from_numpy(x))
+            h, d = model(torch.from_numpy(x))
         return h.numpy(), d.numpy()
 
     calibration = fit(matched_diameters(run, samples))
@@ -154,17 +161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.models_dir / cfg.name / cfg.version
     out.mkdir(parents=True, exist_ok=True)
     net = load_net(args.checkpoint)
-    calibration = calibrate_sizes(net, cfg)
+    # what ships: the network, or the network and its mirror image averaged in one graph
+    model: torch.nn.Module = FlipAveraged(net).eval() if cfg.flip_average else net
+    calibration = calibrate_sizes(net, cfg, model)
     fp32 = out / "model.onnx"
-    export_onnx(net, fp32)
+    export_onnx(model, fp32)
     samples = held_out_samples(cfg)
     rng = np.random.default_rng(0)
     probes = [rng.random((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32) for _ in range(2)]
     probes += [s.image[None, None] for s in samples[:4]]
-    parity_error = parity(net, fp32, probes)
+    parity_error = parity(model, fp32, probes)
     fp16 = out / "model.fp16.onnx"
     export_fp16(fp32, fp16)
-    fp16_error = parity(net, fp16, [s.image[None, None] for s in samples[:4]])
+    fp16_error = parity(model, fp16, [s.image[None, None] for s in samples[:4]])
     files = {"model.onnx": sha256(fp32)}
     if fp16_error <= FP16_TOLERANCE:
         files["model.fp16.onnx"] = sha256(fp16)
@@ -236,6 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{cfg.calibration_seeds[0]}..{cfg.calibration_seeds[1] - 1}, DRR seeds "
                     f"{cfg.drr_calibration_seeds[0]}..{cfg.drr_calibration_seeds[1] - 1})"
                     if calibration.n_pairs
+                    else ""
+                )
+                + (
+                    "; outputs are the mean of the film's and its mirror image's (one graph, "
+                    "training.dr.net.FlipAveraged)"
+                    if cfg.flip_average
                     else ""
                 )
                 + (f"; {args.notes}" if args.notes else "")

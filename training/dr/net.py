@@ -75,3 +75,22 @@ class DRNoduleNet(nn.Module):
         heat, log_d = self.logits(x)
         log_d = self.size_a + self.size_b * log_d
         return torch.sigmoid(heat), torch.exp(log_d.clamp(-1.0, 5.0))
+
+
+class FlipAveraged(nn.Module):
+    """The network and its left-right mirror image averaged (test-time flip augmentation).
+
+    Exported as one ONNX graph, so the service runs it as any model: heatmap and diameter
+    maps are the means of the film's and the mirrored film's (mirrored back). A chest
+    film's two halves differ (heart, aortic knob), and a nodule the network half-misses on
+    one side is often found on the mirrored film; the mean keeps what both agree on.
+    """
+
+    def __init__(self, net: DRNoduleNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h1, d1 = self.net(x)
+        h2, d2 = self.net(torch.flip(x, dims=(3,)))
+        return (h1 + torch.flip(h2, dims=(3,))) / 2, (d1 + torch.flip(d2, dims=(3,))) / 2

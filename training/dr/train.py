@@ -67,6 +67,9 @@ class TrainConfig:
     node21_boxes: str = ""
     node21_fraction: float = 0.0
     node21_limit: int = 0
+    # Export only: ship the network and its left-right mirror averaged in one graph
+    # (training.dr.net.FlipAveraged); training is unchanged.
+    flip_average: bool = False
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

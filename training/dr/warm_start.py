@@ -46,6 +46,10 @@ def _conv_order(net: DRNoduleNet) -> list[nn.Conv2d]:
 def _folded_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     model = onnx.load(str(path))
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    # a weight used twice (a flip-averaged export) reaches its second Conv through Identity
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in init:
+            init[node.output[0]] = init[node.input[0]]
     out = []
     for node in model.graph.node:
         if node.op_type == "Conv":
@@ -55,10 +59,24 @@ def _folded_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def flip_averaged(path: Path) -> bool:
+    """Whether the file is a flip-averaged export (training.dr.net.FlipAveraged): every
+    convolution appears twice, the film's pass and the mirror's."""
+    folded = _folded_weights(path)
+    half = len(folded) // 2
+    return len(folded) == 2 * half > 0 and all(
+        np.array_equal(w1, w2) and np.array_equal(b1, b2)
+        for (w1, b1), (w2, b2) in zip(folded[:half], folded[half:], strict=True)
+    )
+
+
 def from_onnx(path: Path, calibration: torch.Tensor, width: int = 16) -> DRNoduleNet:
+    """The network of ``path``; of a flip-averaged export, the network that runs twice."""
     net = DRNoduleNet(width)
     convs = _conv_order(net)
     folded = _folded_weights(path)
+    if flip_averaged(path):
+        folded = folded[: len(folded) // 2]
     if len(convs) != len(folded):
         raise ValueError(f"{path}: {len(folded)} Conv nodes, network has {len(convs)}")
     bn_after = {m[0]: m[1] for m in net.modules() if isinstance(m, nn.Sequential) and len(m) >= 2}

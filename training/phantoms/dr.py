@@ -140,14 +140,24 @@ class _Geometry:
 
 
 def _project(
-    field: npt.NDArray[np.float32], ct: CTPhantom, geo: _Geometry, du: float, nu: int, nv: int
+    field: npt.NDArray[np.float32],
+    ct: CTPhantom,
+    geo: _Geometry,
+    du: float,
+    nu: int,
+    nv: int,
+    window: tuple[slice, slice] = (slice(None), slice(None)),
 ) -> npt.NDArray[np.float32]:
-    """Line integrals of ``field`` [slice,row,col] on an nv x nu detector grid (row 0 = top)."""
+    """Line integrals of ``field`` [slice,row,col] on an nv x nu detector grid (row 0 = top).
+
+    ``window`` (detector rows, columns) limits the rays to part of the grid: the same
+    values there as a full projection gives, at a fraction of the cost.
+    """
     vol = ct.volume
     dz, dy, dx = vol.spacing
-    u = (np.arange(nu) - (nu - 1) / 2.0) * du
-    v = ((nv - 1) / 2.0 - np.arange(nv)) * du
-    out = np.zeros((nv, nu), np.float32)
+    u = ((np.arange(nu) - (nu - 1) / 2.0) * du)[window[1]]
+    v = (((nv - 1) / 2.0 - np.arange(nv)) * du)[window[0]]
+    out = np.zeros((len(v), len(u)), np.float32)
     for j in range(vol.shape[1]):
         plane = field[:, j, :]
         if not plane.any():
@@ -304,8 +314,6 @@ def _nodule_truth(
     lateral = np.abs(np.arange(vol.shape[2]) - vol.shape[2] / 2.0) * vol.spacing[2] > 45.0
     rib = ((ct.labels == 5) & lateral[None, None, :]).astype(np.float32)
     heart = (ct.labels == 6).astype(np.float32)
-    rib_p = _project(rib, ct, geo, du, nu, nu)
-    heart_p = _project(heart, ct, geo, du, nu, nu)
     half = (size - 1) * ps / 2.0
     out: list[DRNoduleTruth] = []
     for n in ct.nodules:
@@ -319,7 +327,7 @@ def _nodule_truth(
         r0, r1 = (half - uv[:, 1].max() - pad) / ps, (half - uv[:, 1].min() + pad) / ps
         if c1 < 0 or r1 < 0 or c0 >= size or r0 >= size:
             continue
-        behind = _behind(c_uv, n.mean_diameter_mm * m / 2.0, du, nu, rib_p, heart_p)
+        behind = _behind(c_uv, n.mean_diameter_mm * m / 2.0, du, nu, rib, heart, ct, geo)
         contrast = _shown_contrast(shown, row, col, n.mean_diameter_mm * m / ps)
         out.append(
             DRNoduleTruth(
@@ -378,13 +386,26 @@ def _behind(
     radius: float,
     du: float,
     nu: int,
-    rib_p: npt.NDArray[np.float32],
-    heart_p: npt.NDArray[np.float32],
+    rib: npt.NDArray[np.float32],
+    heart: npt.NDArray[np.float32],
+    ct: CTPhantom,
+    geo: _Geometry,
 ) -> Literal["none", "rib", "heart"]:
-    """What overlaps the nodule's shadow: the heart first (it hides more), then ribs."""
+    """What overlaps the nodule's shadow: the heart first (it hides more), then ribs.
+
+    Rib and heart are projected only over the detector cells around the shadow (the
+    whole-film projections cost a fifth of a phantom and were read only there).
+    """
     uu = (np.arange(nu) - (nu - 1) / 2.0) * du
     vv = ((nu - 1) / 2.0 - np.arange(nu)) * du
     disc = ((vv[:, None] - c_uv[1]) ** 2 + (uu[None, :] - c_uv[0]) ** 2) <= max(radius, du) ** 2
+    rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
+    if not len(rows) or not len(cols):  # a shadow outside the detector grid
+        return "none"
+    window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    disc = disc[window]
+    rib_p = _project(rib, ct, geo, du, nu, nu, window)
+    heart_p = _project(heart, ct, geo, du, nu, nu, window)
     if (heart_p[disc] > 1.0).mean() > 0.3:
         return "heart"
     if (rib_p[disc] > 8.0).mean() > 0.5:  # through a rib's body, not its fringe
