@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from countyread.domain import AnalysisResult, Finding, ModelRef
+from countyread.errors import NotAnalyzableError
 from countyread.settings import Settings
 from inference.cta import render
 from inference.cta.analysis import CTAAnalysis, Timer, analyze_volume
@@ -31,6 +32,7 @@ from inference.cta.findings import (
 )
 from inference.cta.segment import logit_of
 from inference.cta.select import check_coverage, select_cta_series
+from inference.orient import Reorientation, to_canonical
 from inference.pipeline import PipelineOutput, StudyInput
 from inference.volume import load_volume
 from models.registry import ModelRegistry
@@ -64,24 +66,53 @@ class CTAPipeline:
     def analyze(self, study: StudyInput) -> PipelineOutput:
         tm = Timer()
         choice = select_cta_series(study)
-        header = choice.chosen
         tm.lap("select")
-        loaded = load_volume(header.paths, header.series_uid)
-        volume = loaded.volume
-        tm.lap("volume")
-        check_coverage(volume.shape[0] * volume.spacing[0])
-        a = analyze_volume(volume, self.predict, tm, self.logit_threshold)
+        refused_ms = 0.0
+        while True:
+            header = choice.chosen
+            try:
+                loaded = load_volume(header.paths, header.series_uid)
+                # Feet-first and prone consoles store the head mirrored; the network,
+                # the renders (patient right on the viewer's left) and the naming's
+                # bone cues all expect the head-first supine layout. Values untouched.
+                volume, turn = to_canonical(loaded.volume)
+                tm.lap("volume")
+                check_coverage(volume.shape[0] * volume.spacing[0])
+                a = analyze_volume(volume, self.predict, tm, self.logit_threshold)
+                break
+            except NotAnalyzableError as exc:
+                # The refusal belongs to this series (phase, range, geometry), not to the
+                # study: a thin non-contrast pre-scan sorts before the arterial series.
+                if not choice.fallbacks:
+                    if choice.rejected and any(w != "thicker or fewer images"
+                                               for _, w in choice.rejected):
+                        raise NotAnalyzableError(
+                            f"{exc}; other series: "
+                            + "; ".join(f"{u}: {w}" for u, w in choice.rejected)
+                        ) from exc
+                    raise
+                logger.info(
+                    "cta series refused, trying the next qualifying one",
+                    extra={"series_uid": header.series_uid, "reason": str(exc)},
+                )
+                choice = choice.passed_over(str(exc))
+                tm.lap("_refused")
+                refused_ms += sum(tm.timings.pop(k) for k in list(tm.timings) if k != "select")
+        if refused_ms:
+            tm.timings["refused series"] = round(refused_ms, 1)
         findings = self.findings(a, volume, header.series_uid)
         grade = worst_grade(findings)
         level = urgency_of(grade)
         tm.lap("findings")
         images = self.renders(a, volume, tm)
-        arrays = self.arrays(a, volume, findings)
+        arrays = self.arrays(a, volume, findings, loaded.volume, turn)
         tm.lap("arrays")
         named = sorted(a.naming.vessels)
         notes = [
             choice.explanation(),
             *loaded.notes,
+            *([f"stored layout turned to head-first supine for analysis ({turn.describe()})"]
+              if not turn.is_identity else []),
             f"vessels named: {', '.join(named) or 'none'}",
             f"lumen {a.intensities.lumen_hu:.0f} HU, tissue {a.intensities.tissue_hu:.0f} HU; "
             "diameters are effective (area-equivalent) lumen diameters",
@@ -158,12 +189,19 @@ class CTAPipeline:
         return images
 
     def arrays(
-        self, a: CTAAnalysis, volume: Any, findings: list[Finding]
+        self, a: CTAAnalysis, volume: Any, findings: list[Finding],
+        source: Any = None, turn: Reorientation | None = None,
     ) -> tuple[tuple[str, npt.NDArray[Any]], ...]:
+        """Arrays kept with the analysis; SEG crops address the stored instances.
+
+        ``volume`` is the analysed (canonical) volume; ``source`` the series as stored
+        and ``turn`` the way between them (both None when they are the same).
+        """
+        source = volume if source is None else source
         labels, names = vessel_labels(a)
         out: list[tuple[str, npt.NDArray[Any]]] = [
-            ("geometry", np.asarray(volume.affine, dtype=np.float64)),
-            ("slice_sop_uids", np.asarray(volume.sop_instance_uids, dtype=np.str_)),
+            ("geometry", np.asarray(source.affine, dtype=np.float64)),
+            ("slice_sop_uids", np.asarray(source.sop_instance_uids, dtype=np.str_)),
             ("vessel_labels", labels),
             ("vessel_names", np.asarray(names, dtype=np.str_)),
             ("work_affine", np.asarray(a.grid.affine, dtype=np.float64)),
@@ -176,8 +214,13 @@ class CTAPipeline:
             crop = source_crop(a, labels, names.index(vessel) + 1, volume)
             if crop is None:
                 continue
-            out.append((f"mask_{i}", crop[0].astype(np.uint8)))
-            out.append((f"bbox_{i}", crop[1]))
+            mask, lo = crop
+            if turn is not None and not turn.is_identity:
+                box = tuple(slice(int(lo[d]), int(lo[d]) + mask.shape[d]) for d in range(3))
+                src_box, mask = turn.crop_to_source((box[0], box[1], box[2]), mask)
+                lo = np.asarray([b.start for b in src_box], dtype=np.int64)
+            out.append((f"mask_{i}", mask.astype(np.uint8)))
+            out.append((f"bbox_{i}", lo))
         for name, prof in sorted(a.profiles.items()):
             out.append((f"centerline_{name}", prof.points.astype(np.float32)))
             out.append((f"diameter_{name}", prof.diameter_mm.astype(np.float32)))

@@ -14,12 +14,28 @@ MIN_COVERAGE_MM = 60.0
 #: Arterial-phase lumen is 250-500 HU; venous phase leaves the arteries near 150 HU.
 MIN_ARTERIAL_HU = 220.0
 MIN_VESSEL_VOLUME_MM3 = 1500.0
+#: At most this many qualifying series are analysed before the study is refused: each
+#: try costs a volume load and a segmentation (a few seconds to ~20 s).
+MAX_SERIES_TRIED = 3
 
 
 @dataclass(frozen=True, slots=True)
 class CTAChoice:
     chosen: SeriesHeader
     rejected: tuple[tuple[str, str], ...]
+    #: the other qualifying series, best first: a head/neck CTA study often holds a thin
+    #: non-contrast (or venous / delayed) series as well, and only the data can tell
+    #: which one is arterial (``check_arterial``), so the pipeline tries these in turn.
+    fallbacks: tuple[SeriesHeader, ...] = ()
+
+    def passed_over(self, why: str) -> CTAChoice:
+        """The next qualifying series, with the chosen one recorded as refused (``why``)."""
+        if not self.fallbacks:
+            raise ValueError("no other qualifying series")
+        rest = tuple((u, w) for u, w in self.rejected if u != self.fallbacks[0].series_uid)
+        return CTAChoice(
+            self.fallbacks[0], ((self.chosen.series_uid, why), *rest), self.fallbacks[1:]
+        )
 
     def explanation(self) -> str:
         c = self.chosen
@@ -56,7 +72,7 @@ def select_cta_series(study: StudyInput) -> CTAChoice:
         )
     )
     rejected += [(h.series_uid, "thicker or fewer images") for h in usable[1:]]
-    return CTAChoice(usable[0], tuple(rejected))
+    return CTAChoice(usable[0], tuple(rejected), tuple(usable[1:MAX_SERIES_TRIED]))
 
 
 def check_coverage(z_extent_mm: float) -> None:
