@@ -7,6 +7,8 @@ const S = { lang: localStorage.getItem("lang") || "zh", token: sessionStorage.ge
             detail: null, sel: null, loaded: null, rows: [] };
 const $ = (id) => document.getElementById(id);
 const t = (k) => L[S.lang][k] || k;
+const field = (k) => FIELD[S.lang][k] || k;
+const unit = (u) => (u in UNIT ? UNIT[u] : u);
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -183,12 +185,17 @@ function findingCard(f, frozen) {
   }
   const info = el("div");
   const grade = f.attributes.grade ? ` ${t(f.attributes.grade)}` : "";
-  info.append(el("h4", `#${f.id} ${f.kind}${grade} — ${t(f.verdict)}`));
+  info.append(el("h4", `#${f.id} ${field(f.kind)}${grade} — ${t(f.verdict)}`));
   const ul = el("ul");
   if (f.probability !== null) ul.append(el("li", `${t("probability")}: ${(f.probability * 100).toFixed(0)}%`));
   if (f.category) ul.append(el("li", `${t("category")}: ${f.category}`));
-  for (const m of f.measurements) ul.append(el("li", `${m.name}: ${m.value} ${m.unit}`));
-  for (const [k, v] of Object.entries(f.attributes)) ul.append(el("li", `${k}: ${v}`));
+  for (const m of f.measurements) {
+    ul.append(el("li", `${field(m.name)}: ${m.value} ${unit(m.unit)}`));
+  }
+  for (const [k, v] of Object.entries(f.attributes)) {
+    if (k === "grade" || k === "coordinates") continue;  // grade is in the heading
+    ul.append(el("li", `${field(k)}: ${field(String(v))}`));
+  }
   if (f.center_lps) ul.append(el("li", `LPS: ${f.center_lps.map((x) => x.toFixed(1)).join(", ")}`));
   info.append(ul);
   if (!frozen) {

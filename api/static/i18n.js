@@ -75,3 +75,43 @@ const L = {
     mouse: "Mouse", key_drag: "wheel scrolls; drag on the image: left/right width, up/down centre",
   },
 };
+
+// Names of finding measurements, attributes and their values as the pipelines emit them
+// (inference/*): shown translated; anything not listed is shown as sent.
+const FIELD = {
+  zh: {
+    lung_nodule: "肺结节", lung_mass: "肺肿块", stenosis: "血管狭窄", occlusion: "血管闭塞",
+    dr_nodule: "胸片结节",
+    long_axis: "长径", short_axis: "短径", mean_diameter: "平均径", volume: "体积",
+    mean_hu: "平均CT值", max_hu: "最大CT值", solid_part: "实性成分", diameter: "直径",
+    diameter_change: "直径变化", prior_mean_diameter: "前次平均径",
+    volume_doubling_time: "体积倍增时间", stenosis_percent: "狭窄率", min_diameter: "最小管径",
+    reference_diameter: "参考管径", residual_lumen: "残余管腔", length: "长度",
+    type: "类型", side: "侧别", location: "位置", margin: "边缘", change: "变化",
+    vessel: "血管", grade: "分级", method: "方法", calcified: "钙化", reason: "依据",
+    view: "体位", unit: "单位", spacing_source: "像素间距来源", coordinates: "坐标",
+    pixel_center: "像素中心",
+    solid: "实性", part_solid: "部分实性", ground_glass: "磨玻璃", right: "右", left: "左", lung: "肺内", juxtapleural: "胸膜下",
+    perifissural: "叶间裂旁", smooth: "光滑", lobulated: "分叶", spiculated: "毛刺",
+    new: "新发", growing: "增大", stable: "稳定", baseline: "基线", yes: "是", no: "否",
+    mass: "肿块", nodule: "结节", PA: "后前位", AP: "前后位",
+  },
+  en: {
+    lung_nodule: "Lung nodule", lung_mass: "Lung mass", stenosis: "Stenosis",
+    occlusion: "Occlusion", dr_nodule: "Nodule (radiograph)",
+    long_axis: "Long axis", short_axis: "Short axis", mean_diameter: "Mean diameter",
+    volume: "Volume", mean_hu: "Mean attenuation", max_hu: "Max attenuation",
+    solid_part: "Solid part", diameter: "Diameter", diameter_change: "Diameter change",
+    prior_mean_diameter: "Prior mean diameter", volume_doubling_time: "Volume doubling time",
+    stenosis_percent: "Stenosis", min_diameter: "Min diameter",
+    reference_diameter: "Reference diameter", residual_lumen: "Residual lumen",
+    length: "Length", type: "Type", side: "Side", location: "Location", margin: "Margin",
+    change: "Change", vessel: "Vessel", grade: "Grade", method: "Method",
+    calcified: "Calcified", reason: "Reason", view: "View", unit: "Unit",
+    spacing_source: "Pixel spacing from", coordinates: "Coordinates",
+    pixel_center: "Pixel centre", part_solid: "part-solid", ground_glass: "ground glass",
+  },
+};
+// UCUM codes the DICOM outputs carry, as a reader writes them.
+const UNIT = { "[hnsf'U]": "HU", mm3: "mm³", "%": "%", mm: "mm", d: "d", px: "px" };
+

@@ -83,6 +83,11 @@ def test_review_and_sign_in_the_browser(ctx: AppContext, server: str) -> None:
         cards = page.locator("#findings .finding")
         sync_api.expect(cards).to_have_count(2)
         sync_api.expect(cards.nth(0).locator("button.accept")).to_be_visible()
+        # what the pipelines emit (long_axis, mm3, part_solid) reads as a radiologist writes it
+        sync_api.expect(cards.nth(0).locator("h4")).to_contain_text("肺结节")
+        sync_api.expect(cards.nth(0).locator("li", has_text="长径")).to_have_text("长径: 18 mm")
+        sync_api.expect(cards.nth(0).locator("li", has_text="体积")).to_have_text("体积: 2100 mm³")
+        sync_api.expect(cards.nth(1).locator("li", has_text="类型")).to_have_text("类型: 部分实性")
         page.wait_for_function(
             "() => [...document.querySelectorAll('#findings img')]"
             ".every(i => i.complete && i.naturalWidth > 0)")
@@ -98,6 +103,8 @@ def test_review_and_sign_in_the_browser(ctx: AppContext, server: str) -> None:
             re.compile("右肺上叶见实性结节"))
         page.click("#lang")
         sync_api.expect(page.locator("#sign")).to_have_text("Sign")
+        sync_api.expect(cards.nth(1).locator("li", has_text="Type")).to_have_text(
+            "Type: part-solid")
         page.click("#sign")
         sync_api.expect(page.locator("#study-view")).to_have_attribute("data-status", "signed")
         sync_api.expect(page.locator("#report-state")).to_have_text("Signed")
