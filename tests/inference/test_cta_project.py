@@ -82,8 +82,9 @@ def _percent_errors_and_grades(cases: list[Case]) -> tuple[np.ndarray, np.ndarra
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5: 6/8 within 10 points (target >= 85 %); steep phantom lesions are drawn "
-    "as sphere-swept pinches that read 10-20 points low (see the diagnostic)",
+    reason="issue 5: 5/8 within 10 points (target >= 85 %): residual lumens under 0.3 mm "
+    "read 0.45 mm wide (M1 93 % -> 77 %, basilar 92 % -> 78 %) and a 97 % basilar "
+    "stenosis splits the segmentation (not graded); see training.cta.diagnose",
 )
 def test_stenosis_percent_within_10_points(cases: list[Case]) -> None:
     errors, _ = _percent_errors_and_grades(cases)

@@ -22,11 +22,13 @@ from training.phantoms.cta_lesions import (
     Stenosis,
     add_occlusion,
     add_stenosis,
+    drawn_points,
+    joint_caps,
     make_plaque,
 )
 from training.phantoms.cta_tissue import TISSUE_LABELS, TissueHU, render_tissue
 from training.phantoms.cta_vessels import NAMED, VESSEL_IDS, Layout, Path3, build_paths
-from training.phantoms.raster import F32, Grid, segment_occupancy, soft_edge
+from training.phantoms.raster import F32, Grid, soft_edge
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +170,16 @@ def _draw_vessels(
             if p.artery != artery or p.parent in occluded:
                 continue
             n = len(p.points) if p.drawn_until is None else p.drawn_until
-            step = 2 if float(p.radius[:n].min(initial=9.0)) > 2.0 else 1
-            idx = list(range(0, n, step))
-            if idx and idx[-1] != n - 1:
-                idx.append(n - 1)
-            for a, b in itertools.pairwise(idx):
-                got = segment_occupancy(
-                    grid, p.points[a], p.points[b], float(p.radius[a]), float(p.radius[b]), edge
+            idx = drawn_points(p.radius, n)
+            caps = joint_caps(p.radius, idx, p.points)
+            for k, (a, b) in enumerate(itertools.pairwise(idx)):
+                got = _capsule_occupancy(
+                    grid,
+                    p.points[a],
+                    p.points[b],
+                    (float(p.radius[a]), float(p.radius[b])),
+                    (float(caps[k]), float(caps[k + 1])),
+                    edge,
                 )
                 if got is None:
                     continue
@@ -195,6 +200,54 @@ def _draw_vessels(
         view += pocc * np.float32(pl.hu)
         vlab[box][pocc >= 0.5] = VESSEL_IDS["PLAQUE"]
     return vlab
+
+
+def _capsule_occupancy(
+    grid: Grid,
+    p0: npt.NDArray[np.float64],
+    p1: npt.NDArray[np.float64],
+    radii: tuple[float, float],
+    caps: tuple[float, float],
+    edge_mm: float,
+) -> tuple[tuple[slice, slice, slice], npt.NDArray[np.uint8]] | None:
+    """Soft occupancy (0..255) of a frustum from ``p0`` to ``p1`` whose ends are closed by
+    spheres of the ``caps`` radii (see ``cta_lesions.joint_caps``); None if off-grid."""
+    r0, r1 = radii
+    m = max(r0, r1) + edge_mm
+    sl = grid.box(np.minimum(p0, p1) - m, np.maximum(p0, p1) + m)
+    if sl is None:
+        return None
+    z, y, x = grid.box_coords(sl)
+    d = (p1 - p0).astype(np.float32)
+    length2 = float(d @ d) or 1e-6
+    px, py, pz = (x - np.float32(p0[0])), (y - np.float32(p0[1])), (z - np.float32(p0[2]))
+    t_raw = (px * d[0] + py * d[1] + pz * d[2]) / np.float32(length2)
+    t = np.clip(t_raw, 0.0, 1.0)
+    dist = np.sqrt((px - t * d[0]) ** 2 + (py - t * d[1]) ** 2 + (pz - t * d[2]) ** 2)
+    radius = np.where(
+        t_raw < 0.0,
+        np.float32(caps[0]),
+        np.where(t_raw > 1.0, np.float32(caps[1]), np.float32(r0) + t * np.float32(r1 - r0)),
+    )
+    occ = soft_edge((_ramp_radius(radius, edge_mm) - dist).astype(np.float32), edge_mm)
+    return sl, (occ * 255.0 + 0.5).astype(np.uint8)
+
+
+def _ramp_radius(radius: npt.NDArray[np.floating], edge_mm: float) -> npt.NDArray[np.float32]:
+    """The radius at which a linear edge ramp of width w keeps a round lumen's area.
+
+    Partial volume conserves contrast: a lumen of radius r adds pi r^2 x (lumen - tissue)
+    to every section, however small it is. A ramp centred on r adds pi (r^2 + w^2 / 12)
+    (the outer half of the ramp is wider than the inner), which doubles the contrast of a
+    0.5 mm residual lumen. Centred on sqrt(r^2 - w^2 / 12) it adds pi r^2; below
+    r = w / sqrt(3) the ramp no longer reaches 1 at the centre and the area-keeping
+    radius is (3 w r^2)^(1/3) - w / 2.
+    """
+    r = np.asarray(radius, dtype=np.float32)
+    w = np.float32(edge_mm)
+    wide = np.sqrt(np.maximum(r * r - w * w / 12, 0.0))
+    thin = np.cbrt(3 * w * r * r) - w / 2
+    return np.where(r >= w / np.sqrt(np.float32(3.0)), wide, thin).astype(np.float32)
 
 
 def _blend(hu: F32, fieldv: npt.NDArray[np.uint8], value: float) -> None:

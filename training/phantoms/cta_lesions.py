@@ -12,6 +12,11 @@ STEP_MM = 0.5
 #: ``training.phantoms.cta._draw_vessels`` draws every second point of a vessel whose
 #: narrowest radius is above this.
 DRAW_STEP2_RADIUS_MM = 2.0
+#: A stenosis is at least this long; its distal reference sits REF_GAP_MM beyond it
+#: (less on a short vessel) and at least REF_END_MM short of the vessel's end.
+MIN_LENGTH_MM = 4.0
+REF_GAP_MM = 10.0
+REF_END_MM = 2.0
 
 #: Where lesions sit (mm of arc length from the vessel's start), by vessel.
 SITES: dict[str, tuple[float, float]] = {
@@ -80,19 +85,22 @@ def add_stenosis(
     lo, hi = SITES[path.name]
     n = len(path.radius)
     total = (n - 1) * STEP_MM
-    # Short vessels (basilar, M1) get shorter lesions so a normal reference stays distal.
-    length_mm = min(length_mm, max(2.0, total - lo - 10.0))
-    s0 = float(rng.uniform(lo, max(lo, min(hi, total - length_mm / 2 - 10.0))))
+    # Short vessels (basilar, M1) get shorter lesions and a nearer reference so a normal
+    # reference stays distal, short of the vessel's end (the basilar tip); never shorter
+    # than MIN_LENGTH_MM: a waist of a few slices is what a CTA can resolve.
+    length_mm = min(length_mm, max(MIN_LENGTH_MM, total - lo - REF_GAP_MM))
+    gap = float(np.clip(total - lo - length_mm / 2 - 2 * REF_END_MM, 3.0, REF_GAP_MM))
+    s0 = float(rng.uniform(lo, max(lo, min(hi, total - length_mm / 2 - gap - REF_END_MM))))
     i0 = round(s0 / STEP_MM)
-    i_ref = min(n - 1, i0 + round((length_mm / 2 + 10.0) / STEP_MM))
+    i_ref = min(n - 1, i0 + round((length_mm / 2 + gap) / STEP_MM))
     r_ref = float(path.radius[i_ref])
     r_min = (1.0 - percent / 100.0) * r_ref
     s = (np.arange(n) - i0) * STEP_MM
     w = np.where(np.abs(s) < length_mm / 2, np.cos(np.pi * s / length_mm) ** 2, 0.0)
     radius = path.radius - w * np.maximum(path.radius - r_min, 0.0)
     radius[i0] = r_min
-    # the truth is what the image shows: a waist shorter than the lumen radius is drawn
-    # wider than r_min (see drawn_waist_radius)
+    # the truth is what is drawn (see drawn_waist_radius): r_min itself since the joints
+    # of the drawn capsules are capped (joint_caps)
     r_min = max(r_min, drawn_waist_radius(replace(path, radius=radius), i0))
     percent = 100.0 * (1.0 - r_min / r_ref)
     st = Stenosis(
@@ -109,27 +117,58 @@ def add_stenosis(
     return replace(path, radius=radius), st
 
 
+def drawn_points(radius: np.ndarray, n: int | None = None) -> list[int]:
+    """Indices of the points ``training.phantoms.cta._draw_vessels`` draws capsules between:
+    every point, or every second one where the vessel is wider than DRAW_STEP2_RADIUS_MM,
+    and always the last (``n``: draw only the first n points, an occluded vessel)."""
+    n = len(radius) if n is None else n
+    step = 2 if float(radius[:n].min(initial=9.0)) > DRAW_STEP2_RADIUS_MM else 1
+    idx = list(range(0, n, step))
+    if idx and idx[-1] != n - 1:
+        idx.append(n - 1)
+    return idx
+
+
+def joint_caps(radius: np.ndarray, idx: list[int], points: np.ndarray) -> np.ndarray:
+    """Radius of the sphere that closes each joint between drawn capsules.
+
+    The sphere only has to fill the wedge a bend opens between two frustums, so it may
+    not reach past the frustums anywhere: c_j = min over drawn k of sqrt(r_k^2 + s_jk^2)
+    (s_jk the distance between the points), which is r_j wherever the lumen narrows
+    slower than it is wide. A sphere of the joint's own radius would reach past a short
+    tight stenosis: the spheres beside the waist would fill it and draw a pinch much
+    wider than the intended radius profile, a fraction of a slice long, that no CT (and
+    no radiologist) can resolve.
+    """
+    r = np.asarray(radius, dtype=np.float64)[idx]
+    p = np.asarray(points, dtype=np.float64)[idx]
+    caps = r.copy()
+    # a sphere can only be limited by points within its own radius
+    reach = int(np.ceil(float(r.max(initial=0.0)) / STEP_MM)) + 1
+    for off in range(1, min(reach, len(r))):
+        s2 = np.sum((p[off:] - p[:-off]) ** 2, axis=1)
+        caps[:-off] = np.minimum(caps[:-off], np.sqrt(r[off:] ** 2 + s2))
+        caps[off:] = np.minimum(caps[off:], np.sqrt(r[:-off] ** 2 + s2))
+    return caps
+
+
 def drawn_waist_radius(path: Path3, i0: int) -> float:
     """The lumen radius the rasteriser actually draws at ``path.points[i0]``.
 
-    Vessels are drawn as tapered capsules between sampled points (every point, or every
-    second one where the vessel is wider than DRAW_STEP2_RADIUS_MM, as
-    ``training.phantoms.cta._draw_vessels`` does), and each capsule ends in a sphere of
-    its end radius. A waist shorter than the lumen radius is therefore partly filled by
-    the spheres of the points around it: the drawn narrowest radius is the largest of
-    sqrt(r_j^2 - s_j^2) over drawn points j at distance s_j, or the linear taper across
-    a skipped point.
+    Vessels are drawn as frustums between the points of :func:`drawn_points`, each
+    joint closed by a sphere of :func:`joint_caps` radius. The drawn radius at a point
+    is the largest of its own frustum radius (linear across a skipped point) and
+    sqrt(c_j^2 - s_j^2) over joint spheres j at distance s_j; with the capped joints
+    that is the intended radius for any waist the frustums can draw.
     """
-    n = len(path.radius)
-    step = 2 if float(path.radius.min(initial=9.0)) > DRAW_STEP2_RADIUS_MM else 1
-    idx = list(range(0, n, step))
-    if idx[-1] != n - 1:
-        idx.append(n - 1)
+    idx = drawn_points(path.radius)
     drawn = np.asarray(idx)
+    caps = joint_caps(path.radius, idx, path.points)
     s2 = np.sum((path.points[drawn] - path.points[i0]) ** 2, axis=1)
-    r = path.radius[drawn]
-    best = float(np.sqrt(np.maximum(r**2 - s2, 0.0)).max())
-    if i0 not in idx:
+    best = float(np.sqrt(np.maximum(caps**2 - s2, 0.0)).max())
+    if i0 in idx:
+        best = max(best, float(path.radius[i0]))
+    else:
         k = int(np.searchsorted(drawn, i0))
         a, b = idx[k - 1], idx[k]
         t = (i0 - a) / (b - a)
