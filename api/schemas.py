@@ -176,6 +176,16 @@ class StudySummary(BaseModel):
     claimed_by: str | None = Field(description="holder of an unexpired claim, else null")
     claim_expires_at: datetime | None
     revision: int
+    # Filled on worklist pages only (one extra query per page): what the list shows
+    # so a radiologist can pick without opening each study.
+    source_node_name: str | None = Field(
+        default=None, description="township hospital the study came from (worklist only)")
+    ai_category: str | None = Field(
+        default=None, description="category of the latest finished AI analysis, e.g. "
+        "Lung-RADS 4B or a stenosis grade (worklist only)")
+    finding_count: int | None = Field(
+        default=None, description="findings not rejected: AI and radiologist-added "
+        "(worklist only)")
 
 
 class StudyDetail(StudySummary):

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from api.deps import User
 from api.queries import visible_to
-from countyread.db import studies
+from countyread.db import analyses, findings, nodes, studies
 from countyread.domain import StudyStatus, Urgency
 from countyread.settings import Settings
 from countyread.status import deadline_for
@@ -203,3 +203,43 @@ def study_page(
         .offset(offset).limit(limit)
     ).mappings().all()
     return list(rows), int(total)
+
+
+@dataclass(frozen=True, slots=True)
+class PageExtras:
+    node_name: str | None
+    ai_category: str | None
+    finding_count: int
+
+
+def page_extras(conn: Connection, rows: list[Mapping[Any, Any]]) -> dict[str, PageExtras]:
+    """Township name, latest AI category and finding count of the studies on one page.
+
+    Three indexed lookups keyed by the page's (<= 200) study UIDs, so the worklist's
+    index-only page query stays as it is.
+    """
+    uids = [r["study_uid"] for r in rows]
+    if not uids:
+        return {}
+    node_ids = {r["source_node_id"] for r in rows if r["source_node_id"] is not None}
+    names = dict(conn.execute(
+        select(nodes.c.id, nodes.c.name).where(nodes.c.id.in_(node_ids))).all()
+    ) if node_ids else {}
+    latest = (select(analyses.c.study_uid, func.max(analyses.c.id).label("id"))
+              .where(analyses.c.study_uid.in_(uids), analyses.c.status == "ready")
+              .group_by(analyses.c.study_uid).subquery())
+    categories = dict(conn.execute(
+        select(latest.c.study_uid, analyses.c.category)
+        .join(analyses, analyses.c.id == latest.c.id)).all())
+    counts: dict[str, int] = dict(conn.execute(
+        select(findings.c.study_uid, func.count())
+        .where(findings.c.study_uid.in_(uids), findings.c.verdict != "rejected")
+        .group_by(findings.c.study_uid)).all())
+    return {
+        r["study_uid"]: PageExtras(
+            names.get(r["source_node_id"]), categories.get(r["study_uid"]),
+            int(counts.get(r["study_uid"], 0)),
+        )
+        for r in rows
+    }
+

@@ -229,7 +229,7 @@ analyses = Table(
     Column("status", String(32), nullable=False),
     Column("reason", Text),
     Column("urgency", String(16)),
-    Column("category", String(16)),
+    Column("category", String(64)),  # e.g. "no significant stenosis" (CTA)
     Column("recommendation", Text),
     Column("models", JSON, nullable=False, default=list),
     Column("notes", JSON, nullable=False, default=list),
@@ -255,7 +255,7 @@ findings = Table(
     Column("center_z", Float),
     Column("measurements", JSON, nullable=False, default=list),
     Column("attributes", JSON, nullable=False, default=dict),
-    Column("category", String(16)),
+    Column("category", String(64)),  # e.g. "no significant stenosis" (CTA)
     Column("model", JSON),
     Column("key_image", String(512)),
     Column("verdict", String(16), nullable=False, default="pending"),

@@ -12,7 +12,7 @@ from api.deps import ClientIP, CtxDep, CurrentUser
 from api.queries import study_summary
 from api.routes.studies import Limit, Modality, Offset
 from api.schemas import StudyPage
-from api.worklist import StudyFilter, backfill_deadlines, worklist_page
+from api.worklist import StudyFilter, backfill_deadlines, page_extras, worklist_page
 from countyread.domain import StudyStatus, Urgency
 
 router = APIRouter(prefix="/api/worklist", tags=["worklist"])
@@ -39,5 +39,11 @@ def get_worklist(
         rows, total = worklist_page(conn, user, flt, offset, limit)
         audit.record(conn, username=user.username, action="list", client=client,
                      detail={"what": "worklist", "count": len(rows)})
-    return StudyPage(items=[study_summary(ctx.settings, r) for r in rows], total=total,
-                     offset=offset, limit=limit)
+        extras = page_extras(conn, rows)
+    items = []
+    for r in rows:
+        e = extras[r["study_uid"]]
+        items.append(study_summary(ctx.settings, r).model_copy(update={
+            "source_node_name": e.node_name, "ai_category": e.ai_category,
+            "finding_count": e.finding_count}))
+    return StudyPage(items=items, total=total, offset=offset, limit=limit)

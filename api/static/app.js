@@ -109,11 +109,20 @@ async function loadWorklist() {
     const dl = el("td");
     deadlineCell(dl, s);
     tr.append(el("td", t(s.urgency || "routine"), "urgency"), el("td", s.patient_name || ""),
-      el("td", s.modalities), status, el("td", fmtTime(s.first_received_at)), dl,
-      el("td", s.claimed_by || ""));
+      el("td", s.source_node_name || s.source_ae || "", "source"),
+      el("td", s.modalities), status, el("td", aiText(s), "ai"),
+      el("td", fmtTime(s.first_received_at)), dl, el("td", s.claimed_by || ""));
     tr.addEventListener("click", () => openStudy(s.study_uid));
     body.append(tr);
   }
+}
+
+// "4B · 2 处发现": the category of the latest analysis and the findings not rejected.
+function aiText(s) {
+  if (s.ai_category === null && !s.finding_count) return "";
+  const cat = s.ai_category ? field(s.ai_category) : "";
+  const n = s.finding_count ? `${s.finding_count} ${t("n_findings")}` : t("no_findings");
+  return cat ? `${cat} · ${n}` : n;
 }
 
 function tickCountdowns() {

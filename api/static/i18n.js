@@ -19,7 +19,8 @@ const L = {
     // worklist
     filter_status: "状态", filter_modality: "检查类型", filter_urgency: "紧急度", all: "全部",
     remaining: "剩余", overdue: "超时", unit_d: "天", unit_h: "小时", unit_m: "分",
-    not_analyzable_reason: "无法分析：",
+    not_analyzable_reason: "无法分析：", source: "来源", ai: "AI 结果", n_findings: "处发现",
+    no_findings: "未见异常",
     // viewer
     images: "图像", series: "序列", slice: "层面", window: "窗", auto: "自动", lung: "肺窗",
     mediastinum: "纵隔窗", bone: "骨窗", brain: "脑窗", vessel: "血管窗", no_images: "无可显示图像",
@@ -56,7 +57,8 @@ const L = {
     state_draft: "Saved draft", state_signed: "Signed", total: "total", saved: "Saved", none: "none",
     filter_status: "Status", filter_modality: "Modality", filter_urgency: "Urgency", all: "All",
     remaining: "due in", overdue: "overdue by", unit_d: "d", unit_h: "h", unit_m: "m",
-    not_analyzable_reason: "Not analyzable: ",
+    not_analyzable_reason: "Not analyzable: ", source: "From", ai: "AI result",
+    n_findings: "findings", no_findings: "no findings",
     images: "Images", series: "Series", slice: "Slice", window: "Window", auto: "Auto",
     lung: "Lung", mediastinum: "Mediastinum", bone: "Bone", brain: "Brain", vessel: "Vessel",
     no_images: "No images to show",
@@ -95,6 +97,8 @@ const FIELD = {
     perifissural: "叶间裂旁", smooth: "光滑", lobulated: "分叶", spiculated: "毛刺",
     new: "新发", growing: "增大", stable: "稳定", baseline: "基线", yes: "是", no: "否",
     mass: "肿块", nodule: "结节", PA: "后前位", AP: "前后位",
+    "no significant stenosis": "无明显狭窄", "near-occlusion": "次全闭塞", severe: "重度狭窄",
+    moderate: "中度狭窄", mild: "轻度狭窄",
   },
   en: {
     lung_nodule: "Lung nodule", lung_mass: "Lung mass", stenosis: "Stenosis",

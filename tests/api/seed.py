@@ -70,11 +70,12 @@ def add_series(ctx: AppContext, study_uid: str, modality: str = "CT", count: int
 
 
 def add_analysis(ctx: AppContext, study_uid: str, series_uid: str, pipeline: str = "ct_nodule",
-                 urgency: str = "urgent", images: tuple[str, ...] = ("nodule_1",)) -> int:
+                 urgency: str = "urgent", images: tuple[str, ...] = ("nodule_1",),
+                 category: str | None = "4B") -> int:
     with ctx.db.begin() as conn:
         pk = conn.execute(analyses.insert().values(
             study_uid=study_uid, series_uid=series_uid, pipeline=pipeline, status="ready",
-            urgency=urgency, category="4B", recommendation=None,
+            urgency=urgency, category=category, recommendation=None,
             models=[{"name": "nodule-det", "version": "1.0.0", "sha256": "ab" * 32}],
             notes=[], timings_ms={"model": 812.0})).inserted_primary_key
         assert pk is not None

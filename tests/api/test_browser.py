@@ -70,6 +70,7 @@ def test_review_and_sign_in_the_browser(ctx: AppContext, server: str) -> None:
         assert rows.nth(0).get_attribute("data-uid") == uid
         assert rows.nth(1).get_attribute("data-uid") == routine
         sync_api.expect(page.locator("th").first).to_have_text("紧急度")
+        sync_api.expect(rows.nth(0).locator("td.ai")).to_have_text("4B · 2 处发现")
 
         # A critical study arrives: it appears on top without a reload, with a banner.
         critical = seed.add_study(ctx, urgency="critical", patient_name="王五")

@@ -16,6 +16,7 @@ from countyread.domain import Role
 from countyread.settings import load_settings
 from tests.api import seed
 from tests.api.flow import login, run_core_flow
+from tests.api.test_worklist import check_page_extras
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +50,11 @@ def test_worklist_order_postgres(pg_ctx: AppContext) -> None:
         page = client.get("/api/worklist?offset=1&limit=2&modality=CT", headers=h).json()
         assert [s["study_uid"] for s in page["items"]] == [crit, urgent]
         assert client.get("/healthz").json() == {"status": "ok", "database": "postgresql"}
+
+
+def test_worklist_extras_postgres(pg_ctx: AppContext) -> None:
+    """Long categories ("no significant stenosis") fit; the extras query runs on PG."""
+    seed.add_user(pg_ctx, "pg_rad2", Role.RADIOLOGIST)
+    with TestClient(create_app(pg_ctx)) as client:
+        check_page_extras(pg_ctx, client, login(client, "pg_rad2"))
+

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from countyread.context import AppContext
-from countyread.db import studies, utcnow
+from countyread.db import findings, studies, utcnow
 from tests.api import seed
 
 
@@ -110,3 +110,29 @@ def test_study_detail_shape(ctx: AppContext, client: TestClient,
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/api/studies/1.2.x", headers=people["rad1"]).status_code == 400
     assert client.get("/api/studies/1.2.999", headers=people["rad1"]).status_code == 404
+
+
+def check_page_extras(ctx: AppContext, client: TestClient, headers: dict[str, str]) -> None:
+    """Township name, latest AI category and count of findings not rejected, per row."""
+    node = seed.add_node(ctx, "TOWNX", name="城关镇卫生院")
+    ct_uid, finding_ids = seed.ready_ct_study(ctx, node_id=node)
+    with ctx.db.begin() as conn:  # one AI finding rejected: not counted
+        conn.execute(findings.update().where(findings.c.id == finding_ids[1])
+                     .values(verdict="rejected"))
+    cta_uid = seed.add_study(ctx, urgency="routine")
+    s = seed.add_series(ctx, cta_uid)
+    seed.add_analysis(ctx, cta_uid, s, pipeline="cta", category="no significant stenosis")
+    bare = seed.add_study(ctx, urgency="routine")
+    r = client.get("/api/worklist", headers=headers)
+    assert r.status_code == 200, r.text
+    items = {i["study_uid"]: i for i in r.json()["items"]}
+    assert (items[ct_uid]["source_node_name"], items[ct_uid]["ai_category"],
+            items[ct_uid]["finding_count"]) == ("城关镇卫生院", "4B", 1)
+    assert (items[cta_uid]["source_node_name"], items[cta_uid]["ai_category"],
+            items[cta_uid]["finding_count"]) == (None, "no significant stenosis", 0)
+    assert (items[bare]["ai_category"], items[bare]["finding_count"]) == (None, 0)
+
+
+def test_worklist_rows_carry_township_ai_category_and_finding_count(
+        ctx: AppContext, client: TestClient, people: dict[str, dict[str, str]]) -> None:
+    check_page_extras(ctx, client, people["rad1"])
