@@ -53,6 +53,8 @@ class JobQueue(Protocol):
 
     def finish(self, job_id: int, state: JobState, message: str | None = None) -> None: ...
 
+    def defer(self, job_id: int, delay_s: float, message: str) -> None: ...
+
 
 def default_worker_name(suffix: str = "") -> str:
     return f"{socket.gethostname()}:{os.getpid()}{':' + suffix if suffix else ''}"
@@ -159,6 +161,21 @@ class LocalJobQueue:
                     message=message,
                     finished_at=utcnow(),
                     lease_until=None,
+                )
+            )
+
+    def defer(self, job_id: int, delay_s: float, message: str) -> None:
+        """Put a claimed job back without counting the claim as an attempt."""
+        with self.db.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(and_(jobs.c.id == job_id, jobs.c.attempts > 0))
+                .values(
+                    state=JobState.QUEUED.value,
+                    message=message,
+                    lease_until=None,
+                    run_after=utcnow() + timedelta(seconds=delay_s),
+                    attempts=jobs.c.attempts - 1,
                 )
             )
 

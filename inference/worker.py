@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from PIL import Image
 from sqlalchemy import and_, delete, select, update
 
 from countyread.context import AppContext
-from countyread.db import analyses, findings, instances, jobs, series, studies
+from countyread.db import analyses, findings, instances, jobs, series, studies, utcnow
 from countyread.domain import AnalysisResult, JobState, StudyStatus
 from countyread.errors import NotAnalyzableError
 from countyread.logs import configure_logging
@@ -35,6 +36,8 @@ from inference.registry import PipelineRegistry
 logger = logging.getLogger(__name__)
 
 _RETRY_BASE_S = 5.0
+#: How long a job waits before looking again at a sibling series still arriving.
+_SIBLING_WAIT_S = 5.0
 
 
 class AnalysisWorker:
@@ -107,6 +110,13 @@ class AnalysisWorker:
             # sees all of them, so analysing the study once per series is wasted work.
             self._finish(job, JobState.SUPERSEDED, "a later job analyses this study")
             return
+        if self._sibling_arriving(job):
+            # A console sends a study's series one after another, so the first becomes
+            # stable while the next still arrives; analysing now would pick among the
+            # series seen so far and run again minutes later. Its stability queues a newer
+            # job that supersedes this one (or this one runs once it has settled).
+            self.ctx.queue.defer(job.id, _SIBLING_WAIT_S, "waiting for the study's other series")
+            return
         pipeline = self.registry.get(job.pipeline)
         if pipeline is None:
             why = self.registry.why_missing(job.pipeline)
@@ -173,6 +183,25 @@ class AnalysisWorker:
             note = f"prior comparison failed: {type(exc).__name__}"
             result = replace(output.result, notes=(*output.result.notes, note))
         return replace(output, result=result)
+
+    def _sibling_arriving(self, job: Job) -> bool:
+        """Whether another series of the study is still receiving instances.
+
+        Only a series that received something lately counts: a sender that went away
+        leaves its series 'receiving' until the stability monitor runs, and a worker
+        running without the node must not wait on it for ever.
+        """
+        recent = utcnow() - timedelta(seconds=self.ctx.settings.stable_quiet_s + _SIBLING_WAIT_S)
+        with self.ctx.db.begin() as conn:
+            row = conn.execute(
+                select(series.c.series_uid).where(and_(
+                    series.c.study_uid == job.study_uid,
+                    series.c.series_uid != job.series_uid,
+                    series.c.state == "receiving",
+                    series.c.last_received_at >= recent,
+                )).limit(1)
+            ).first()
+        return row is not None
 
     def _superseded(self, job: Job) -> bool:
         """True when a newer queued job will analyse the same study with this pipeline."""
