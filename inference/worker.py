@@ -204,13 +204,17 @@ class AnalysisWorker:
         return row is not None
 
     def _superseded(self, job: Job) -> bool:
-        """True when a newer queued job will analyse the same study with this pipeline."""
+        """True when a newer job analyses (or analysed) the same study with this pipeline.
+
+        A newer job is queued when a series became stable after this one's, so it sees
+        this job's series too (a late instance re-opens a series and queues a newer job
+        still); whether it waits, runs or has finished, this one adds nothing.
+        """
         with self.ctx.db.begin() as conn:
             newer = conn.execute(
                 select(jobs.c.id).where(and_(
                     jobs.c.study_uid == job.study_uid, jobs.c.pipeline == job.pipeline,
-                    jobs.c.kind == job.kind, jobs.c.state == JobState.QUEUED.value,
-                    jobs.c.id > job.id,
+                    jobs.c.kind == job.kind, jobs.c.id > job.id,
                 )).limit(1)
             ).first()
         return newer is not None

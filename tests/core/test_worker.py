@@ -106,3 +106,25 @@ def test_a_stale_receiving_series_does_not_hold_the_job(ctx: AppContext) -> None
     with ctx.db.begin() as conn:
         job = conn.execute(select(jobs).where(jobs.c.id == first)).mappings().one()
     assert (job["state"], job["attempts"]) == ("no_pipeline", 1)
+
+
+def test_an_older_job_after_a_newer_one_ran_is_superseded(ctx: AppContext) -> None:
+    """The deferred first job comes due after the second series' job has run."""
+    with ctx.db.begin() as conn:
+        conn.execute(series.insert().values(series_uid="1.2.3.2", study_uid="1.2.3",
+                                            modality="SR", state="stable"))
+    first = ctx.queue.enqueue("analyze", "analyze:1.2.3.1:mammo:0", study_uid="1.2.3",
+                              series_uid="1.2.3.1", pipeline="mammo")
+    second = ctx.queue.enqueue("analyze", "analyze:1.2.3.2:mammo:0", study_uid="1.2.3",
+                               series_uid="1.2.3.2", pipeline="mammo")
+    with ctx.db.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == first)
+                     .values(run_after=utcnow() + timedelta(hours=1)))
+    worker = AnalysisWorker(ctx)
+    assert worker.run_once() is True and worker.run_once() is False
+    with ctx.db.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.id == first).values(run_after=utcnow()))
+    assert worker.run_once() is True
+    with ctx.db.begin() as conn:
+        states = dict(conn.execute(select(jobs.c.id, jobs.c.state)).all())
+    assert states == {first: "superseded", second: "no_pipeline"}
