@@ -22,6 +22,9 @@ from scipy.spatial import cKDTree
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 MIN_BRANCH_MM = 5.0
+#: An end and an apex are bridged only when each points at the other within 45 degrees
+#: (an apex is a weaker hint than a free end; 0.3 joined side-by-side fragments).
+TIP_COS = 0.7
 
 _OFFSETS = np.array(
     [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
@@ -244,6 +247,7 @@ def bridge_gaps(sk: Skeleton, spacing: float, max_gap_mm: float = 12.0) -> Skele
             if float(out[ea] @ u) > 0.3 and float(-out[eb] @ u) > 0.3:
                 pairs.append((d, ea, eb))
     pairs.sort()
+    pairs += _tip_pairs(sk, ends, out, comp, kids, spacing, max_gap_mm)
     for _, ea, eb in pairs:
         ca, cb = int(comp[ea]), int(comp[eb])
         if ca == cb:
@@ -256,3 +260,76 @@ def bridge_gaps(sk: Skeleton, spacing: float, max_gap_mm: float = 12.0) -> Skele
         parent[moved_end] = base_end
         comp[comp == moved] = comp[base_end]
     return Skeleton(sk.points, parent, sk.radius, comp)
+
+
+def _branch_directions(sk: Skeleton, node: int, kids: list[list[int]]) -> list[F64]:
+    """Unit directions from ``node`` along each of its branches (~4 nodes out)."""
+    out = []
+    first = ([int(sk.parent[node])] if sk.parent[node] >= 0 else []) + kids[node]
+    for nb in first:
+        prev, cur = node, nb
+        for _ in range(3):
+            nxt = [
+                n
+                for n in ([int(sk.parent[cur])] if sk.parent[cur] >= 0 else []) + kids[cur]
+                if n != prev
+            ]
+            if len(nxt) != 1:
+                break
+            prev, cur = cur, nxt[0]
+        v = (sk.points[cur] - sk.points[node]).astype(np.float64)
+        out.append(v / (np.linalg.norm(v) + 1e-9))
+    return out
+
+
+def _tip_pairs(
+    sk: Skeleton,
+    ends: I64,
+    out: dict[int, F64],
+    comp: I64,
+    kids: list[list[int]],
+    spacing: float,
+    max_gap_mm: float,
+) -> list[tuple[float, int, int]]:
+    """End-to-apex bridges, tried after the end-to-end ones.
+
+    Where a lumen is lost just above a confluence (a basilar stenosis over the joining
+    vertebral arteries) the lower part ends in no free end but in the apex of a V: a
+    node whose branches all leave on one side. An end facing such an apex across a short
+    gap, with the apex facing back, is bridged like two facing ends, when the apex's
+    part is the larger one (a distal piece onto its trunk: two fragments joined at an
+    apex, such as intracranial vertebral arteries cut off at the skull base and the
+    basilar above them, would take the vertebral names off the trunk below).
+    """
+    tree = cKDTree(sk.points.astype(np.float64) * spacing)
+    size = np.bincount(comp - comp.min())
+    apex: dict[int, F64 | None] = {}
+    found: list[tuple[float, int, int]] = []
+    for e in (int(x) for x in ends):
+        best: tuple[float, int, int] | None = None
+        xe = sk.points[e].astype(np.float64) * spacing
+        for t in tree.query_ball_point(xe, max_gap_mm):
+            if comp[t] == comp[e] or len(kids[t]) + (sk.parent[t] >= 0) < 2:
+                continue
+            if size[comp[t] - comp.min()] <= size[comp[e] - comp.min()]:
+                continue
+            if t not in apex:
+                dirs = _branch_directions(sk, t, kids)
+                m = -np.sum(dirs, axis=0)
+                norm = float(np.linalg.norm(m))
+                ok = norm > 1e-6 and all(float(b @ (m / norm)) < -0.3 for b in dirs)
+                apex[t] = m / norm if ok else None
+            facing = apex[t]
+            if facing is None:
+                continue
+            v = sk.points[t].astype(np.float64) * spacing - xe
+            d = float(np.linalg.norm(v))
+            if d == 0:
+                continue
+            u = v / d
+            facing_each_other = float(out[e] @ u) > TIP_COS and float(-facing @ u) > TIP_COS
+            if facing_each_other and (best is None or d < best[0]):
+                best = (d, e, int(t))
+        if best is not None:
+            found.append(best)
+    return sorted(found)
