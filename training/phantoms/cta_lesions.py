@@ -24,8 +24,10 @@ SITES: dict[str, tuple[float, float]] = {
     "ICA_R": (3.0, 30.0),
     "CCA_L": (40.0, 90.0),
     "CCA_R": (30.0, 80.0),
-    "VA_L": (2.0, 15.0),
-    "VA_R": (2.0, 15.0),
+    # the vertebral starts on the subclavian's centreline: its first ~5 mm lie inside the
+    # subclavian lumen, where a drawn waist is no lesion in the image
+    "VA_L": (8.0, 20.0),
+    "VA_R": (8.0, 20.0),
     "BA": (4.0, 18.0),
     "M1_L": (4.0, 14.0),
     "M1_R": (4.0, 14.0),
