@@ -19,6 +19,11 @@ from countyread.errors import NotAnalyzableError
 AIR_THRESHOLD_HU = -400
 MIN_LUNG_ML = 100.0
 CLOSING_MM = 10.0
+# Border-touching air that is still lung: contact with the field-of-view edge on under
+# this share of its voxels (room air around the patient: several %; a lung clipped by a
+# narrow field of view: about 0.02 %) and median HU above ROOM_AIR_HU.
+CLIPPED_CONTACT = 0.02
+ROOM_AIR_HU = -960.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +81,22 @@ def segment_lungs(volume: Volume) -> LungMask:
             labels[:, :, -1].ravel(),
         ]
     )
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_ml
-    sizes[border[border > 0] - 1] = 0.0
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = counts[1:] * voxel_ml
+    outside = border[border > 0]
+    # A lung cut by a field of view narrower than the patient also touches the border,
+    # but along a sliver of its surface, and holds parenchyma (~-850 HU), not room air.
+    edge = np.zeros(air.shape, dtype=bool)
+    edge[:, 0, :] = edge[:, -1, :] = edge[:, :, 0] = edge[:, :, -1] = True
+    contact = np.bincount(labels[edge], minlength=n + 1)
+    clipped = [
+        lab
+        for lab in outside
+        if contact[lab] < CLIPPED_CONTACT * counts[lab]
+        and counts[lab] * voxel_ml >= MIN_LUNG_ML / 4
+        and float(np.median(coarse[labels == lab])) > ROOM_AIR_HU
+    ]
+    sizes[np.setdiff1d(outside, clipped) - 1] = 0.0
     keep = np.zeros(n + 1, dtype=bool)
     for lab in np.argsort(sizes)[::-1][:3] + 1:
         keep[lab] = sizes[lab - 1] >= MIN_LUNG_ML / 4

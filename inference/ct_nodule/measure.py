@@ -18,6 +18,10 @@ from inference.ct_nodule.rules import NoduleType
 
 SOLID_HU = -300.0  # solid component threshold (part-solid nodules)
 CALCIFIED_HU = 200.0
+# Solid voxels deeper inside the nodule than INTERIOR_MM and INTERIOR_SHARE of its largest
+# depth (about its radius) belong to a solid part.
+INTERIOR_MM = 1.5
+INTERIOR_SHARE = 0.35
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class NoduleMeasurements:
     solid_part_mm: float
     margin: str  # smooth / lobulated / spiculated
     solidity: float
+    flatness: float = 1.0  # shortest / longest principal axis of the mask (mm)
 
 
 def _feret(
@@ -78,6 +83,30 @@ def axial_axes(mask: npt.NDArray[np.bool_], dy: float, dx: float) -> Axes:
             ends = ((float(rows[i]), float(cols[i])), (float(rows[j]), float(cols[j])))
             best = Axes(round(long_axis, 2), round(short_axis, 2), int(k), ends)
     return best
+
+
+def solid_component_axes(
+    mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
+) -> Axes | None:
+    """Axes of the largest solid component (smoothed HU > SOLID_HU) that reaches the
+    nodule's interior (see INTERIOR_MM), or None.
+
+    A vessel that meets a ground-glass nodule is solid only where it enters, at the
+    nodule's rim (the ground glass covers it inside); a solid core sits inside. Solid
+    voxels confined to the rim are therefore vessels or chest wall, not a solid part.
+    """
+    solid_mask = mask & (ndimage.uniform_filter(hu.astype(np.float32), 3) > SOLID_HU)
+    if not solid_mask.any():
+        return None
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    lab, _ = ndimage.label(solid_mask)
+    inner = max(INTERIOR_MM, INTERIOR_SHARE * float(depth.max()))
+    reaching = np.unique(lab[solid_mask & (depth > inner)])
+    if not len(reaching):
+        return None
+    sizes = np.bincount(lab.ravel())
+    biggest = int(reaching[np.argmax(sizes[reaching])])
+    return axial_axes(lab == biggest, spacing[1], spacing[2])
 
 
 def classify_type(
@@ -120,6 +149,19 @@ def margin_cue(
     return "smooth", solidity
 
 
+def flatness(mask: npt.NDArray[np.bool_], spacing: tuple[float, float, float]) -> float:
+    """Shortest over longest principal axis (standard deviations, mm) of the mask.
+
+    A perifissural nodule (often an intrapulmonary lymph node) lies flattened on its
+    fissure, lentiform: about 0.45-0.7 here; rounded nodules stay above about 0.6.
+    """
+    pts = np.argwhere(mask) * np.asarray(spacing)
+    if len(pts) < 10:
+        return 1.0
+    ev = np.linalg.eigvalsh(np.cov(pts.T))
+    return float(np.sqrt(max(ev[0], 0.0) / ev[-1])) if ev[-1] > 0 else 1.0
+
+
 def measure(
     mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
 ) -> NoduleMeasurements:
@@ -127,12 +169,7 @@ def measure(
     dz, dy, dx = spacing
     axes = axial_axes(mask, dy, dx)
     values = hu[mask].astype(np.float64)
-    solid_mask = mask & (ndimage.uniform_filter(hu.astype(np.float32), 3) > SOLID_HU)
-    solid_axes = None
-    if solid_mask.any():
-        lab, _ = ndimage.label(solid_mask)
-        biggest = 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
-        solid_axes = axial_axes(lab == biggest, dy, dx)
+    solid_axes = solid_component_axes(mask, hu, spacing)
     ntype = classify_type(values, solid_axes, axes.mean_mm)
     margin, solidity = margin_cue(mask, spacing)
     solid_mm = solid_axes.mean_mm if (ntype is NoduleType.PART_SOLID and solid_axes) else 0.0
@@ -145,4 +182,5 @@ def measure(
         solid_part_mm=solid_mm,
         margin=margin,
         solidity=round(solidity, 3),
+        flatness=round(flatness(mask, spacing), 3),
     )
