@@ -100,9 +100,10 @@ def finding_boxes(result: AnalysisResult, spacing_mm: float) -> list[Box]:
     return boxes
 
 
-# Known shortfall of dr_nodule 1.2.0 on this fixed set: 6/12 found at 1.06 FP/image.
+# Known shortfall of dr_nodule 1.3.0 on this fixed set: 6/12 found at 0.89 FP/image (1.2.0:
+# 7/12 at 1.17 once PA films were written L\\F; 6/12 at 1.06 when they were mirrored).
 # strict: a model that reaches the bar XPASSes, which fails until the marker is removed.
-@pytest.mark.xfail(strict=True, reason="dr_nodule 1.2.0: sensitivity 0.50 at 1.06 FP/image")
+@pytest.mark.xfail(strict=True, reason="dr_nodule 1.3.0: sensitivity 0.50 at 0.89 FP/image")
 def test_nodules_of_10_mm_and_more_are_found(
     cases: list[Case], outputs: list[PipelineOutput]
 ) -> None:
@@ -129,7 +130,9 @@ def test_nodules_of_10_mm_and_more_are_found(
     assert fp_per_image <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="dr_nodule 1.2.0 marks some nodule-free films")
+@pytest.mark.xfail(
+    strict=True, reason="dr_nodule 1.3.0 marks 6 of the 6 nodule-free films at the 1 FP threshold"
+)
 def test_nodule_free_films_have_no_finding(
     cases: list[Case], outputs: list[PipelineOutput]
 ) -> None:

@@ -56,6 +56,13 @@ class SynthConfig:
     p_ap: float = 0.3
     p_collimation: float = 0.5
     nodule_diameters: tuple[float, ...] = field(default_factory=tuple)  # fixed, if given
+    # Training variety (0 keeps the draws, and so the held-out and test films, unchanged):
+    # the share of nodules that are calcified (350-900 HU in CT: 1.5-2.4 x soft tissue,
+    # bright and compact, as the CT-projection DRRs have them), and the share placed
+    # where little lung is left in the beam (beside the mediastinum and spine, behind
+    # the diaphragm dome), where DRR nodules are often missed.
+    p_calcified: float = 0.0
+    p_thin_lung: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +200,13 @@ def make_synth_chest(seed: int, config: SynthConfig | None = None) -> SynthChest
         lo, hi = np.log(cfg.diameter_mm[0]), np.log(cfg.diameter_mm[1])
         diameters = [float(np.exp(rng.uniform(lo, hi))) for _ in range(n)]
     inside = np.argwhere((t_lung > 40 * k) | (t_heart > 0) & (t_lung + t_heart > 40 * k))
+    thin = np.argwhere((t_lung > 5 * k) & (t_lung <= 40 * k)) if cfg.p_thin_lung else inside
     for d in diameters:
+        where = inside
+        if cfg.p_thin_lung and len(thin) and rng.random() < cfg.p_thin_lung:
+            where = thin
         for _ in range(50):
-            r_i, c_i = inside[rng.integers(len(inside))]
+            r_i, c_i = where[rng.integers(len(where))]
             ok = all(
                 np.hypot(r_i - nd.center_rc[0], c_i - nd.center_rc[1]) * sp > (d + nd.diameter_mm)
                 for nd in nodules
@@ -212,6 +223,8 @@ def make_synth_chest(seed: int, config: SynthConfig | None = None) -> SynthChest
         ang = np.arctan2(y[lo_r:hi_r, lo_c:hi_c] - ny_c, x[lo_r:hi_r, lo_c:hi_c] - nx_c)
         lob = 1 + rng.uniform(0, 0.12) * np.sin(rng.integers(2, 6) * ang + rng.uniform(0, 6))
         density = rng.uniform(0.75, 1.1)
+        if cfg.p_calcified and rng.random() < cfg.p_calcified:
+            density = rng.uniform(1.5, 2.4)
         p[lo_r:hi_r, lo_c:hi_c] += (MU_SOFT * density - MU_LUNG) * _band(rr / lob, rad)
         nodules.append(SynthNodule(rc, d, d / sp))
 

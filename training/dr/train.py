@@ -70,6 +70,10 @@ class TrainConfig:
     # Export only: ship the network and its left-right mirror averaged in one graph
     # (training.dr.net.FlipAveraged); training is unchanged.
     flip_average: bool = False
+    # Analytic training phantoms only (training.dr.synth.SynthConfig); held-out ones keep
+    # the defaults.
+    synth_p_calcified: float = 0.0
+    synth_p_thin_lung: float = 0.0
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -88,7 +92,11 @@ class TrainConfig:
         return cls(**raw)
 
     def synth(self) -> SynthConfig:
-        return SynthConfig(matrix=self.matrix)
+        return SynthConfig(
+            matrix=self.matrix,
+            p_calcified=self.synth_p_calcified,
+            p_thin_lung=self.synth_p_thin_lung,
+        )
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,10 @@ def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
     seeds = range(*cfg.train_seeds)
     cache = None
     if cache_dir is not None:
-        cache = cache_dir / f"pool_{seeds.start}_{seeds.stop}_{cfg.matrix[0]}_{cfg.matrix[1]}.npz"
+        name = f"pool_{seeds.start}_{seeds.stop}_{cfg.matrix[0]}_{cfg.matrix[1]}"
+        if cfg.synth_p_calcified or cfg.synth_p_thin_lung:
+            name += f"_c{cfg.synth_p_calcified:g}_t{cfg.synth_p_thin_lung:g}"
+        cache = cache_dir / f"{name}.npz"
         if cache.is_file():
             with np.load(cache) as z:
                 images, nodules, counts = z["images"], z["nodules"], z["counts"]

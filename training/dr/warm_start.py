@@ -7,7 +7,7 @@ statistics ``mu, var`` of ``W' x`` on calibration images, is the identity in bot
 ``running_mean = mu``, ``running_var = var``, ``gamma = sqrt(var + eps)``,
 ``beta = mu + b'``. The network then computes exactly what the ONNX file computes.
 
-    git show 8d7ead6:models/dr_nodule/1.1.0/model.onnx > var/training/dr_nodule_1.1.0.onnx
+    git show 89830af:models/dr_nodule/1.1.0/model.onnx > var/training/dr_nodule_1.1.0.onnx
     nice -n 10 python -m training.dr.warm_start var/training/dr_nodule_1.1.0.onnx \
         var/training/dr_nodule_v110/model.pt
 """
