@@ -10,6 +10,7 @@ and drops vessel ridges first. The network decides the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,17 +101,21 @@ def find_candidates(grid: WorkGrid, max_candidates: int = MAX_CANDIDATES) -> lis
     found.sort(key=lambda f: -f[1])
     pts = np.array([f[0] for f in found])
     radii = np.array([f[1] for f in found], dtype=np.float32)
+    kept = _suppress(pts, radii)
+    kept_pts = pts[kept]
+    kept_r = np.array([found[n][1] for n in kept], dtype=np.float64)
+    crowd = _ball_stat(fg, kept_pts, 2.0 * kept_r, _crowding_offsets, _mean_or_one)
+    prom = kept_r - _ball_stat(depth, kept_pts, kept_r, _shell_offsets, _max_or_zero)
     cands = []
-    for n in _suppress(pts, radii):
+    for i, n in enumerate(kept):
         p, r, elong = found[n]
-        crowd = _crowding(fg, p, 2.0 * r)
         w_center = grid.to_volume_index(p.astype(np.float64))[0]
         cands.append(
             Candidate(
                 (float(w_center[0]), float(w_center[1]), float(w_center[2])),
                 r,
-                crowd + 0.1 * elong,
-                _prominence(depth, p, r),
+                float(crowd[i]) + 0.1 * elong,
+                float(prom[i]),
             )
         )
     # Large cores (lesions >= ~12 mm: few, and never to be capped away) first, then
@@ -213,32 +218,63 @@ def _suppress(pts: npt.NDArray[np.int_], radii: npt.NDArray[np.float32]) -> list
     return kept
 
 
-def _prominence(depth: npt.NDArray[np.int16], p: npt.NDArray[np.int_], radius: float) -> float:
-    """Peak depth minus the deepest point on a shell 1..2.5 mm outside the peak's radius.
+# Per-candidate statistics over a ball or shell of offsets, vectorised over all candidates
+# of one radius (a few thousand candidates on a 300-slice CT: a Python loop per candidate
+# took about 3 s of the 300-slice benchmark; the values are the same).
+OffsetFn = Callable[[float], npt.NDArray[np.int_]]
+ReduceFn = Callable[[npt.NDArray[np.float64], npt.NDArray[np.bool_]], npt.NDArray[np.float64]]
+MAX_GATHER = 2_000_000  # candidate x offset pairs gathered at once (memory bound)
+
+
+def _crowding_offsets(radius: float) -> npt.NDArray[np.int_]:
+    """Crowding: the foreground share in a ball of this radius (twice the peak's)."""
+    r = max(2, int(np.ceil(radius)))
+    o = np.argwhere(np.ones((2 * r + 1,) * 3, dtype=bool)) - r
+    return o[(o**2).sum(axis=1) <= radius**2]
+
+
+def _shell_offsets(radius: float) -> npt.NDArray[np.int_]:
+    """Prominence: peak depth minus the deepest point on a shell 1..2.5 mm outside the
+    peak's radius.
 
     A vessel ridge runs on through that shell at about its own depth (prominence <= 0);
     a nodule, even one hanging on a thinner vessel, stands above it. On the held-out
     phantoms 9 in 10 background peaks score <= 1 and most nodules >= 1.
     """
     reach = int(np.ceil(radius + 2.5))
-    lo = np.maximum(p - reach, 0)
-    hi = np.minimum(p + reach + 1, depth.shape)
-    sub = depth[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    zz, yy, xx = np.ogrid[
-        lo[0] - p[0] : hi[0] - p[0], lo[1] - p[1] : hi[1] - p[1], lo[2] - p[2] : hi[2] - p[2]
-    ]
-    d2 = zz**2 + yy**2 + xx**2
-    shell = (d2 >= (radius + 1.0) ** 2) & (d2 <= (radius + 2.5) ** 2)
-    return float(radius - sub[shell].max()) if shell.any() else radius
+    o = np.argwhere(np.ones((2 * reach + 1,) * 3, dtype=bool)) - reach
+    d2 = (o**2).sum(axis=1)
+    return o[(d2 >= (radius + 1.0) ** 2) & (d2 <= (radius + 2.5) ** 2)]
 
 
-def _crowding(fg: npt.NDArray[np.bool_], p: npt.NDArray[np.int_], radius: float) -> float:
-    r = max(2, int(np.ceil(radius)))
-    lo = np.maximum(p - r, 0)
-    hi = np.minimum(p + r + 1, fg.shape)
-    sub = fg[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    zz, yy, xx = np.ogrid[
-        lo[0] - p[0] : hi[0] - p[0], lo[1] - p[1] : hi[1] - p[1], lo[2] - p[2] : hi[2] - p[2]
-    ]
-    ball = zz**2 + yy**2 + xx**2 <= radius**2
-    return float(sub[ball].mean()) if ball.any() else 1.0
+def _mean_or_one(v: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    n = ok.sum(axis=1)
+    return np.where(n > 0, (v * ok).sum(axis=1) / np.maximum(n, 1), 1.0)
+
+
+def _max_or_zero(v: npt.NDArray[np.float64], ok: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    # no shell voxel inside the grid: prominence = radius (radius - 0)
+    return np.where(ok.any(axis=1), np.where(ok, v, -np.inf).max(axis=1), 0.0)
+
+
+def _ball_stat(
+    array: npt.NDArray[np.generic],
+    pts: npt.NDArray[np.int_],
+    radii: npt.NDArray[np.float64],
+    offsets: OffsetFn,
+    reduce: ReduceFn,
+) -> npt.NDArray[np.float64]:
+    out = np.zeros(len(pts), dtype=np.float64)
+    shape = np.asarray(array.shape)
+    for radius in np.unique(radii):
+        idx = np.flatnonzero(radii == radius)
+        o = offsets(float(radius))
+        step = max(1, MAX_GATHER // max(1, len(o)))
+        for lo in range(0, len(idx), step):
+            sel = idx[lo : lo + step]
+            q = pts[sel][:, None, :] + o[None, :, :]
+            ok = np.all((q >= 0) & (q < shape), axis=2)
+            q = np.clip(q, 0, shape - 1)
+            v = array[q[..., 0], q[..., 1], q[..., 2]].astype(np.float64)
+            out[sel] = reduce(v, ok)
+    return out
