@@ -201,7 +201,8 @@ def _depth_peaks(depth: npt.NDArray[np.int16]) -> list[tuple[npt.NDArray[np.int_
     peaks = (sub >= PEAK_MIN_DEPTH) & (sub == ndimage.maximum_filter(sub, size=PEAK_WINDOW))
     offset = np.array([b.start for b in box])
     pts = np.argwhere(peaks)
-    return [(p + offset, float(sub[tuple(p)]), 0.0) for p in pts]
+    values = sub[peaks].tolist()  # the same (C) order as argwhere
+    return [(p, float(v), 0.0) for p, v in zip(pts + offset, values, strict=True)]
 
 
 def _suppress(pts: npt.NDArray[np.int_], radii: npt.NDArray[np.float32]) -> list[int]:
