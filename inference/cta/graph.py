@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
-from inference.cta.centerline import Skeleton, _outward, degree
+from inference.cta.centerline import TIP_COS, Skeleton, _branch_directions, _outward, degree
 
 F64 = npt.NDArray[np.float64]
 LOOP_REACH_MM = 5.0
@@ -124,6 +124,10 @@ def build_graph(sk: Skeleton, lps: F64) -> VesselGraph:
                 rows += [int(ea), int(eb)]
                 cols += [int(eb), int(ea)]
                 w += [d, d]
+        for end, apex, gap in _apex_joins(sk, lps, base, ends, out, kids, kd):
+            rows += [end, apex]
+            cols += [apex, end]
+            w += [gap, gap]
     m = coo_matrix((w, (rows, cols)), shape=(n, n)).tocsr()
     m = m.maximum(m.T).tocsr()
     virtual: set[tuple[int, int]] = set()
@@ -204,3 +208,53 @@ def _hops_near_ends(
         dist = dijkstra(base, directed=False, indices=int(e), unweighted=True, limit=LOCAL_HOPS)
         out[int(e)] = set(np.flatnonzero(np.isfinite(dist)).tolist())
     return out, None
+
+
+def _apex_joins(
+    sk: Skeleton,
+    lps: F64,
+    base: csr_matrix,
+    ends: npt.NDArray[np.int64],
+    out: dict[int, F64],
+    kids: list[list[int]],
+    kd: cKDTree,
+) -> list[tuple[int, int, float]]:
+    """An end facing the apex of a V across a gap, inside one component.
+
+    An internal carotid cut by its stenosis just above the bifurcation ends facing the
+    V the common and external carotids form there, while the tree joins both halves the
+    long way round (circle of Willis); without this edge the carotid's way down stops at
+    the cut and the common and external carotids go unnamed. Same rule as
+    ``centerline._tip_pairs`` (within TIP_COS both ways), for parts the tree already
+    joins elsewhere (the tree path at least three times the gap).
+    """
+    found: list[tuple[int, int, float]] = []
+    for e in (int(x) for x in ends):
+        best: tuple[int, int, float] | None = None
+        for t in kd.query_ball_point(lps[e], GAP_REACH_MM):
+            if t == e or len(kids[t]) + (sk.parent[t] >= 0) < 2:
+                continue
+            # separate parts are centerline.bridge_gaps' to join (where sizes decide)
+            if sk.component[t] != sk.component[e]:
+                continue
+            d = float(np.linalg.norm(lps[t] - lps[e]))
+            if d == 0 or (best is not None and d >= best[2]):
+                continue
+            u = (sk.points[t] - sk.points[e]).astype(np.float64)
+            u /= np.linalg.norm(u) + 1e-9
+            if float(out[e] @ u) < TIP_COS:
+                continue
+            dirs = _branch_directions(sk, t, kids)
+            m = -np.sum(dirs, axis=0)
+            norm = float(np.linalg.norm(m))
+            if norm < 1e-6 or any(float(b @ (m / norm)) >= -0.3 for b in dirs):
+                continue
+            if float(-(m / norm) @ u) < TIP_COS:
+                continue
+            far = dijkstra(base, directed=False, indices=e, limit=3 * d)
+            if np.isfinite(far[t]):
+                continue
+            best = (e, int(t), d)
+        if best is not None:
+            found.append(best)
+    return found
