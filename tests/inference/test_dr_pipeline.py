@@ -101,7 +101,7 @@ def finding_boxes(result: AnalysisResult, spacing_mm: float) -> list[Box]:
 
 
 # Known shortfall of dr_nodule 1.3.0 on this fixed set: 6/12 found at 0.89 FP/image (1.2.0:
-# 7/12 at 1.17 once PA films were written L\\F; 6/12 at 1.06 when they were mirrored).
+# 7/12 at 1.17 once PA films were written L\F; 6/12 at 1.06 when they were mirrored).
 # strict: a model that reaches the bar XPASSes, which fails until the marker is removed.
 @pytest.mark.xfail(strict=True, reason="dr_nodule 1.3.0: sensitivity 0.50 at 0.89 FP/image")
 def test_nodules_of_10_mm_and_more_are_found(

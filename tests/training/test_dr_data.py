@@ -133,3 +133,24 @@ def test_phantom_marks_faint_nodules_not_visible() -> None:
     assert by_kind["solid"].visible and by_kind["solid"].contrast > 2 * VISIBLE_CONTRAST
     assert not by_kind["ground_glass"].visible
     assert 0.0 <= by_kind["ground_glass"].contrast < VISIBLE_CONTRAST
+
+
+def test_calcified_training_nodules_are_denser() -> None:
+    """``p_calcified`` (training only) draws bone-like nodules: at the same place and size
+    the calcified one stands out more than the soft-tissue one."""
+
+    def shadow(p_calcified: float) -> float:
+        cfg = SynthConfig(
+            matrix=(300, 300), p_collimation=0, nodule_diameters=(15.0,), p_calcified=p_calcified
+        )
+        chest = make_synth_chest(8, cfg)
+        (n,) = chest.nodules
+        yy, xx = np.mgrid[: chest.image.shape[0], : chest.image.shape[1]]
+        rr = np.hypot(yy - n.center_rc[0], xx - n.center_rc[1])
+        img = chest.image.astype(np.float64)
+        inner = img[rr < n.diameter_px / 4].mean()
+        ring = img[(rr > n.diameter_px * 0.7) & (rr < n.diameter_px)].mean()
+        return float(inner - ring)
+
+    soft, calcified = shadow(0.0), shadow(1.0)
+    assert calcified > soft > 0
