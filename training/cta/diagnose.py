@@ -6,6 +6,11 @@ reference, the reference the grader chose, how far the centreline and the called
 narrowest point sit from the truth). Also named vessels, occlusions and false calls.
 
 ``nice -n 10 python -m training.cta.diagnose --seeds 601 602 --occlusion-seeds 611``
+
+The acceptance set (tests/inference/test_cta_project.py) is the default; the wider
+20-lesion set is ``--seeds 601 602 603 604 605 606 607 608 609 610 --occlusion-seeds
+611 612 613 614`` (add ``--reuse-segmentation`` to iterate on the stages after the
+network; the cache is keyed by seed, so clear it after changing the phantom).
 """
 
 from __future__ import annotations
