@@ -87,6 +87,8 @@ def warm_start(
         mean = h.mean(dim=(0, 2, 3, 4))
         var = h.var(dim=(0, 2, 3, 4), unbiased=False)
         # biased variance: eval mode then reproduces the calibration batch exactly
+        if bn.running_mean is None or bn.running_var is None:
+            raise ModelError(f"{bn} keeps no running statistics")
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
         bn.weight.copy_(torch.sqrt(var + bn.eps))

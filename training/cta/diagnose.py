@@ -211,7 +211,7 @@ def main() -> None:
         p = phantom(seed, args.cache, n_stenoses=0, n_occlusions=1)
         a = analyse(p, pipe, args.cache if args.reuse_segmentation else None)
         findings = pipe.findings(a, p.volume, "1.2.3")
-        found = {f.attribute("vessel") for f in findings if f.kind == "occlusion"}
+        found = {str(f.attribute("vessel")) for f in findings if f.kind == "occlusion"}
         for occ in p.occlusions:
             s.occlusions.append(occ.vessel in found)
             print(f"seed {seed}: occlusion truth {occ.vessel} found {sorted(found)}")
