@@ -77,6 +77,14 @@ def analyse(name: str) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv) or any(
+        a not in CASES and a not in {"--prepare", "--analyse"} for a in argv[:1]
+    ):
+        print(f"usage: python -m benchmarks.ct_nodule [{' '.join(CASES)}]\n"
+              "Times the CT nodule pipeline end to end and per stage on phantom CTs made\n"
+              "on first use (each case in its own process; peak memory from ru_maxrss).\n"
+              "No argument: every case.")
+        return 0 if any(a in ("-h", "--help") for a in argv) else 2
     if len(argv) == 2 and argv[0] in {"--prepare", "--analyse"}:
         if argv[0] == "--prepare":
             prepare(argv[1])
