@@ -135,16 +135,19 @@ def detect(
     return merge_fragments(found, float(np.prod(volume.spacing)))
 
 
-def _overlap_voxels(a: Detection, b: Detection) -> int:
-    """Voxels the two masks share, in volume coordinates."""
-    lo = [max(x.start, y.start) for x, y in zip(a.box, b.box, strict=True)]
-    hi = [min(x.stop, y.stop) for x, y in zip(a.box, b.box, strict=True)]
+def _shared_voxels(
+    box_a: tuple[slice, ...], mask_a: npt.NDArray[np.bool_],
+    box_b: tuple[slice, ...], mask_b: npt.NDArray[np.bool_],
+) -> int:
+    """Voxels two box-cropped masks share, in volume coordinates."""
+    lo = [max(x.start, y.start) for x, y in zip(box_a, box_b, strict=True)]
+    hi = [min(x.stop, y.stop) for x, y in zip(box_a, box_b, strict=True)]
     if any(h <= low for low, h in zip(lo, hi, strict=True)):
         return 0
-    pa = a.mask[tuple(slice(low - s.start, h - s.start)
-                      for low, h, s in zip(lo, hi, a.box, strict=True))]
-    pb = b.mask[tuple(slice(low - s.start, h - s.start)
-                      for low, h, s in zip(lo, hi, b.box, strict=True))]
+    pa = mask_a[tuple(slice(low - s.start, h - s.start)
+                      for low, h, s in zip(lo, hi, box_a, strict=True))]
+    pb = mask_b[tuple(slice(low - s.start, h - s.start)
+                      for low, h, s in zip(lo, hi, box_b, strict=True))]
     return int((pa & pb).sum())
 
 
@@ -183,7 +186,8 @@ def merge_fragments(found: list[Detection], voxel_mm3: float) -> list[Detection]
         merged = False
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
-                if _overlap_voxels(out[i], out[j]) >= min_voxels:
+                a, b = out[i], out[j]
+                if _shared_voxels(a.box, a.mask, b.box, b.mask) >= min_voxels:
                     out[i] = _union(out[i], out[j])
                     del out[j]
                     merged = True
@@ -202,15 +206,5 @@ def _inside(d: Detection, centre: npt.NDArray[np.float64]) -> bool:
 
 def _inside_mask_overlap(d: Detection, box: tuple[slice, ...], mask: npt.NDArray[np.bool_]) -> bool:
     """Whether two cropped masks share at least a quarter of the smaller one."""
-    lo = [max(a.start, b.start) for a, b in zip(d.box, box, strict=True)]
-    hi = [min(a.stop, b.stop) for a, b in zip(d.box, box, strict=True)]
-    if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        return False
-    a = d.mask[
-        tuple(slice(low - s.start, h - s.start) for low, h, s in zip(lo, hi, d.box, strict=True))
-    ]
-    b = mask[
-        tuple(slice(low - s.start, h - s.start) for low, h, s in zip(lo, hi, box, strict=True))
-    ]
-    inter = int((a & b).sum())
+    inter = _shared_voxels(d.box, d.mask, box, mask)
     return inter >= 0.25 * min(int(d.mask.sum()), int(mask.sum()))
