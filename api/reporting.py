@@ -80,7 +80,7 @@ def _location(attrs: Mapping[Any, Any]) -> tuple[str, str]:
         name = str(raw or "").strip().lower().replace(" ", "_")
         if name in _LOBES:
             zh, en = _LOBES[name]
-            if key == "side" and str(attrs.get("location", "")).lower() == "juxtapleural":
+            if key != "location" and str(attrs.get("location", "")).lower() == "juxtapleural":
                 return f"{zh}胸膜下", f"{en}, juxtapleural"
             return zh, en
     raw = attrs.get("lobe") or attrs.get("location")

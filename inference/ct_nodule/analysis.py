@@ -17,6 +17,7 @@ from scipy import ndimage
 from countyread.domain import Volume
 from inference.ct_nodule.candidates import find_candidates, make_work_grid
 from inference.ct_nodule.detector import Detection, RunFn, detect
+from inference.ct_nodule.lobes import LobeModel, fit_lobes
 from inference.ct_nodule.lungs import LungMask, segment_lungs
 from inference.ct_nodule.measure import NoduleMeasurements, measure
 from inference.ct_nodule.refine import refit
@@ -40,6 +41,7 @@ class AssessedNodule:
     location: str  # lung / juxtapleural / perifissural
     category: str
     facts: NoduleFacts
+    lobe: str | None = None  # right_upper ... left_lower; None where the fissures are unseen
 
     @property
     def is_mass(self) -> bool:
@@ -75,7 +77,9 @@ def _location(volume: Volume, lung: LungMask, det: Detection, flat: float) -> st
     return "perifissural" if flat < FISSURE_FLATNESS else "lung"
 
 
-def assess(volume: Volume, lung: LungMask, det: Detection) -> AssessedNodule:
+def assess(
+    volume: Volume, lung: LungMask, det: Detection, lobes: LobeModel | None = None
+) -> AssessedNodule:
     m = measure(det.mask, volume.array[det.box], volume.spacing)
     centre_lps = volume.index_to_lps(det.center_kji)
     side = "left" if centre_lps[0] > lung.midline_x else "right"
@@ -89,7 +93,10 @@ def assess(volume: Volume, lung: LungMask, det: Detection) -> AssessedNodule:
         spiculated=m.margin == "spiculated" and m.type is not NoduleType.CALCIFIED,
         mass=max(m.axes.mean_mm, m.axes.long_mm) >= MASS_MM,
     )
-    return AssessedNodule(det, m, side, location, lung_rads(facts), facts)
+    lobe = lobes.lobe_at(centre_lps) if lobes is not None else None
+    if lobe is not None and not lobe.startswith(side):
+        lobe = None  # the midline and the lobe model disagree: keep the side only
+    return AssessedNodule(det, m, side, location, lung_rads(facts), facts, lobe)
 
 
 def gap_supported(det: Detection, interpolated: frozenset[int]) -> bool:
@@ -119,6 +126,7 @@ class VolumeAnalysis:
     n_candidates: int
     timings_ms: tuple[tuple[str, float], ...]
     gap_suppressed: int = 0  # detections set aside by ``gap_supported``
+    lobes: LobeModel | None = None  # fitted only when there is a nodule to place
 
 
 def analyze_volume(
@@ -144,5 +152,8 @@ def analyze_volume(
     dets = [d for d in found if gap_supported(d, made_up)]
     gap_suppressed = len(found) - len(dets)
     dets = timer.run("refit", refit, volume, dets, run)
-    nodules = timer.run("measurements", lambda: tuple(assess(volume, lung, d) for d in dets))
-    return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings), gap_suppressed)
+    lobes = timer.run("lobes", fit_lobes, volume, lung) if dets else None
+    nodules = timer.run(
+        "measurements", lambda: tuple(assess(volume, lung, d, lobes) for d in dets)
+    )
+    return VolumeAnalysis(lung, nodules, len(cands), tuple(timer.timings), gap_suppressed, lobes)

@@ -153,6 +153,10 @@ class CTNodulePipeline:
                 f"{analysis.gap_suppressed} detection(s) on slices interpolated across the "
                 "missing-slice gap set aside: not seen on enough acquired slices"
             )
+        if analysis.lobes is not None and analysis.lobes.reason:
+            notes.append(
+                f"lobes not assigned where the fissures are not seen ({analysis.lobes.reason})"
+            )
         nodules = [
             n
             for n in analysis.nodules
@@ -263,6 +267,7 @@ class CTNodulePipeline:
             attributes=(
                 ("type", m.type.value),
                 ("side", n.side),
+                *((("lobe", n.lobe),) if n.lobe else ()),
                 ("location", n.location),
                 ("margin", m.margin),
             ),
@@ -270,7 +275,7 @@ class CTNodulePipeline:
             key_image=f"nodule_{i}_axial",
         )
         caption = [
-            f"#{i + 1} {TYPE_TEXT[m.type.value]} {kind.replace('_', ' ')}, {n.side} lung, "
+            f"#{i + 1} {TYPE_TEXT[m.type.value]} {kind.replace('_', ' ')}, {_where(n)}, "
             f"Lung-RADS {n.category}",
             f"{m.axes.long_mm:.1f} x {m.axes.short_mm:.1f} mm (mean {m.axes.mean_mm:.1f} mm), "
             f"{m.volume_mm3:.0f} mm3, p={n.detection.probability:.2f}",
@@ -279,6 +284,11 @@ class CTNodulePipeline:
             "AI result, not verified",
         ]
         return finding, caption
+
+
+def _where(n: AssessedNodule) -> str:
+    """``right upper lobe`` when the lobe is known, else ``right lung``."""
+    return f"{n.lobe.replace('_', ' ')} lobe" if n.lobe else f"{n.side} lung"
 
 
 def ensure_analyzable(volume: Volume) -> None:

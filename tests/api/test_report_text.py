@@ -29,5 +29,9 @@ def test_report_names_the_side_of_an_ai_ct_finding() -> None:
     assert _location({"side": "left", "location": "lung"}) == ("左肺", "left lung")
     assert _location({"side": "right", "location": "juxtapleural"}) == (
         "右肺胸膜下", "right lung, juxtapleural")
+    assert _location({"side": "right", "lobe": "right_middle", "location": "juxtapleural"}) == (
+        "右肺中叶胸膜下", "right middle lobe, juxtapleural")
+    assert _location({"side": "left", "lobe": "left_lower", "location": "lung"}) == (
+        "左肺下叶", "left lower lobe")
     assert _location({"lobe": "RUL", "side": "right"}) == ("右肺上叶", "right upper lobe")
     assert _location({"location": "lung"}) == ("肺内", "the lung")

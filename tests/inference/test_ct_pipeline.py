@@ -76,6 +76,7 @@ def test_every_nodule_of_6mm_or_more_is_found_and_measured(
         right_type += f.attribute("type") == t.kind
         right_cat += f.category == truth_category(t)
         assert f.attribute("side") == t.side
+        assert f.attribute("lobe") == t.lobe  # 2.5 mm slices: the fissures are found
         assert f.kind == (
             "lung_mass" if t.long_axis_mm >= 30 or t.mean_diameter_mm >= 30 else "lung_nodule"
         )

@@ -349,6 +349,37 @@ def _fissures(s: ChestShape, xa: F32, ya: F32, za: F32) -> tuple[F32, np.ndarray
     return np.clip(1.0 - np.abs(d) / w, 0.0, 1.0).astype(np.float32), plane
 
 
+LOBES = ("right_upper", "right_middle", "right_lower", "left_upper", "left_lower")
+
+
+def lobe_at(s: ChestShape, warp: Warp, lps: F64) -> list[str]:
+    """The lobe each LPS point (N x 3) lies in, by the same fissure planes ``_fissures`` draws.
+
+    The oblique fissures part upper (and, on the right, middle) lobes above from the lower
+    lobe below; the horizontal fissure parts the right upper from the middle lobe, only
+    above the right oblique fissure. Points are pulled through the warp as ``_slice`` does.
+    """
+    pts = np.asarray(lps, np.float32).reshape(-1, 3)
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    ddx, ddy, ddz = warp.displacement(x, y, z)
+    xa, ya, za = x + ddx, y + ddy, z + ddz
+    z0r, sr = s.oblique_r
+    z0l, sl = s.oblique_l
+    tilt = s.fissure_tilt * (np.abs(xa - s.med_x) - 0.5 * s.cav_a)
+    d_r = za - z0r - sr * (ya - s.cav_y) - tilt
+    d_l = za - z0l - sl * (ya - s.cav_y) - tilt
+    out = []
+    for i in range(len(pts)):
+        if xa[i] < s.med_x:
+            if d_r[i] <= 0:
+                out.append("right_lower")
+            else:
+                out.append("right_upper" if za[i] > s.horizontal_z else "right_middle")
+        else:
+            out.append("left_upper" if d_l[i] > 0 else "left_lower")
+    return out
+
+
 def fissure_normal(s: ChestShape, plane: int) -> F64:
     """Unit normal (LPS) of a fissure plane."""
     if plane == 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from training.phantoms.chest_anatomy import (
     ChestShape,
     Warp,
     fissure_normal,
+    lobe_at,
     render,
     sample_shape,
 )
@@ -114,6 +116,9 @@ class CTPhantom:
     label_names: dict[int, str] = field(default_factory=lambda: dict(CHEST_LABELS))
     modality: str = "CT"
     body_part: str = "CHEST"
+    # The drawn chest and its warp: ground truth for anything anatomical, e.g. the lobe of
+    # any point (``chest_anatomy.lobe_at``).
+    anatomy: tuple[ChestShape, Warp] | None = None
 
 
 def _acquisition(rng: np.random.Generator, cfg: ChestCTConfig) -> CTAcquisition:
@@ -186,7 +191,9 @@ def make_chest_ct(seed: int, config: ChestCTConfig | None = None) -> CTPhantom:
     image = to_int16(hu)
     instance = np.zeros(image.shape, np.uint16)
     truths = [measure(i, p, fine, out, ns, image, instance) for i, p in enumerate(placed)]
-    nodules = tuple(t for t in truths if t is not None)
+    found = [t for t in truths if t is not None]
+    lobes = lobe_at(shape, warp, np.array([t.center_lps for t in found]))
+    nodules = tuple(dataclasses.replace(t, lobe=lobe) for t, lobe in zip(found, lobes, strict=True))
     labels[instance > 0] = 8
 
     series_uid = derive_uid("countyread-phantom", "ct", seed, "series")
@@ -206,7 +213,7 @@ def make_chest_ct(seed: int, config: ChestCTConfig | None = None) -> CTPhantom:
             "duration_ms": round((time.perf_counter() - t0) * 1000),
         },
     )
-    return CTPhantom(seed, volume, labels, instance, nodules, acq)
+    return CTPhantom(seed, volume, labels, instance, nodules, acq, anatomy=(shape, warp))
 
 
 def _fissure_sites(

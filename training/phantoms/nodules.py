@@ -45,6 +45,7 @@ class NoduleTruth:
     solid_part_mm: float | None
     volume_mm3: float
     mean_hu: float
+    lobe: str | None = None  # set where the phantom knows its fissures (chest phantoms)
 
     @property
     def is_mass(self) -> bool:
