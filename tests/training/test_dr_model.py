@@ -72,3 +72,25 @@ def test_outputs_and_fp16_variant_agree(artifact) -> None:  # type: ignore[no-un
         pytest.skip("no fp16 variant shipped")
     h16, _ = run(str(artifact.fp16_path), x)
     assert np.abs(h16 - h).max() < 0.02
+
+
+def test_shift_averaged_is_the_mean_of_the_moved_back_passes() -> None:
+    import torch
+
+    from training.dr.net import DRNoduleNet, ShiftAveraged
+
+    torch.manual_seed(0)
+    net = DRNoduleNet(8).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        h, d = ShiftAveraged(net, (0, 8)).eval()(x)
+        h0, d0 = net(x)
+        moved = torch.nn.functional.pad(x[:, :, :-8, :-8], (8, 0, 8, 0))
+        h8, d8 = net(moved)
+    assert h.shape == h0.shape == (2, 1, 16, 16)
+    # cells both passes cover: the mean; the last two rows/columns only the unmoved pass
+    torch.testing.assert_close(h[:, :, :14, :14], (h0[:, :, :14, :14] + h8[:, :, 2:, 2:]) / 2)
+    torch.testing.assert_close(d[:, :, :14, :14], (d0[:, :, :14, :14] + d8[:, :, 2:, 2:]) / 2)
+    torch.testing.assert_close(h[:, :, 14:, :], h0[:, :, 14:, :])
+    with pytest.raises(ValueError, match="multiples"):
+        ShiftAveraged(net, (0, 6))

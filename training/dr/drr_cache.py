@@ -21,10 +21,36 @@ from inference.dr.image import PixelGeometry, prepare_values
 from training.dr.data import Sample
 
 if TYPE_CHECKING:  # the phantom factory is only needed to make new cache entries
-    from training.phantoms.dr import DRPhantom
+    from training.phantoms.dr import DRNoduleTruth, DRPhantom
 
 # 512 px at 0.8 mm: the network sees 256 px anyway, and this is 20x cheaper than 2500 px.
 SIZE_PX, SPACING_MM = 512, 0.8
+
+
+# Per-nodule columns stored beside the truth (``meta``), in the order of the nodules and
+# hidden rows: displayed contrast, local contrast-to-noise ratio (training.phantoms.dr
+# ``_local_cnr``), what lies behind it (0 none, 1 rib, 2 heart) and its kind (index in KINDS).
+META_COLUMNS = ("contrast", "cnr", "behind", "kind")
+BEHIND = ("none", "rib", "heart")
+KINDS = ("solid", "part_solid", "ground_glass", "calcified")
+
+
+def phantom_meta(p: DRPhantom) -> tuple[np.ndarray, np.ndarray]:
+    """``META_COLUMNS`` for the shown and for the hidden nodules, as ``sample_from_phantom``
+    orders them."""
+
+    def row(n: DRNoduleTruth) -> list[float]:
+        return [
+            n.contrast,
+            n.cnr,
+            float(BEHIND.index(n.behind)),
+            float(KINDS.index(n.kind)) if n.kind in KINDS else -1.0,
+        ]
+
+    width = len(META_COLUMNS)
+    shown = np.asarray([row(n) for n in p.nodules if n.visible], np.float64).reshape(-1, width)
+    hidden = np.asarray([row(n) for n in p.nodules if not n.visible], np.float64).reshape(-1, width)
+    return shown, hidden
 
 
 def sample_from_phantom(p: DRPhantom) -> Sample:
@@ -47,16 +73,32 @@ def sample_from_phantom(p: DRPhantom) -> Sample:
     return Sample(x, tuple(shown), tuple(hidden))
 
 
-def save(sample: Sample, path: Path) -> None:
+def save(sample: Sample, path: Path, meta: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        image=sample.image.astype(np.float16),
-        nodules=np.asarray(sample.nodules, dtype=np.float64).reshape(-1, 4),
-        hidden=np.asarray(sample.hidden, dtype=np.float64).reshape(-1, 4),
-    )
+    image = sample.image.astype(np.float16)
+    nodules = np.asarray(sample.nodules, dtype=np.float64).reshape(-1, 4)
+    hidden = np.asarray(sample.hidden, dtype=np.float64).reshape(-1, 4)
+    if meta is None:
+        np.savez_compressed(tmp, image=image, nodules=nodules, hidden=hidden)
+    else:
+        np.savez_compressed(
+            tmp,
+            image=image,
+            nodules=nodules,
+            hidden=hidden,
+            nodules_meta=meta[0],
+            hidden_meta=meta[1],
+        )
     tmp.replace(path)
+
+
+def load_meta(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored ``META_COLUMNS`` of the shown and hidden nodules (None for old entries)."""
+    with np.load(path) as z:
+        if "nodules_meta" not in z:
+            return None
+        return np.asarray(z["nodules_meta"]), np.asarray(z["hidden_meta"])
 
 
 def load(path: Path) -> Sample:
@@ -93,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for seed in range(*args.seeds):
         path = args.out / f"{seed}.npz"
-        if path.is_file():
+        if path.is_file() and load_meta(path) is not None:
             continue
-        save(sample_from_phantom(make_chest_dr(seed, config)), path)
+        phantom = make_chest_dr(seed, config)
+        save(sample_from_phantom(phantom), path, phantom_meta(phantom))
     return 0
 
 

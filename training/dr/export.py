@@ -35,7 +35,7 @@ from models.card import InputSpec, ModelCard, TrainingData
 from training.dr.data import Sample, synth_sample
 from training.dr.drr_cache import load_dir
 from training.dr.heldout import HeldOutReport, evaluate
-from training.dr.net import DRNoduleNet, FlipAveraged
+from training.dr.net import DRNoduleNet, FlipAveraged, ShiftAveraged
 from training.dr.size_calibration import SizeCalibration, fit, matched_diameters
 from training.dr.train import TrainConfig
 
@@ -163,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     net = load_net(args.checkpoint)
     # what ships: the network, or the network and its mirror image averaged in one graph
     model: torch.nn.Module = FlipAveraged(net).eval() if cfg.flip_average else net
+    if cfg.shift_average:
+        model = ShiftAveraged(model, cfg.shift_average).eval()
     calibration = calibrate_sizes(net, cfg, model)
     fp32 = out / "model.onnx"
     export_onnx(model, fp32)
@@ -229,14 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             held_out_seeds=list(range(*cfg.held_out_seeds)),
             config=str(args.config),
             notes=(
-                f"{cfg.steps} steps, batch {cfg.batch_size}"
-                + (f", init {cfg.init}" if cfg.init else "")
+                (
+                    f"{cfg.steps} steps, batch {cfg.batch_size}"
+                    + (f", init {cfg.init}" if cfg.init else "")
+                    if cfg.steps
+                    else f"no training steps: the network of {cfg.init} as it is"
+                )
                 + (
                     f"; {cfg.drr_fraction:.0%} of each batch from CT-projection DRR phantoms "
                     f"(training.phantoms.dr seeds {cfg.drr_train_seeds[0]}.."
                     f"{cfg.drr_train_seeds[1] - 1}, held out {cfg.drr_held_out_seeds[0]}.."
                     f"{cfg.drr_held_out_seeds[1] - 1}, metrics drr_*)"
-                    if cfg.drr_fraction
+                    if cfg.drr_fraction and cfg.steps
                     else ""
                 )
                 + (
@@ -251,6 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "; outputs are the mean of the film's and its mirror image's (one graph, "
                     "training.dr.net.FlipAveraged)"
                     if cfg.flip_average
+                    else ""
+                )
+                + (
+                    "; and over the film moved by "
+                    f"{', '.join(str(v) for v in cfg.shift_average)} px along the diagonal, "
+                    "moved back (training.dr.net.ShiftAveraged)"
+                    if cfg.shift_average
                     else ""
                 )
                 + (f"; {args.notes}" if args.notes else "")

@@ -94,3 +94,45 @@ class FlipAveraged(nn.Module):
         h1, d1 = self.net(x)
         h2, d2 = self.net(torch.flip(x, dims=(3,)))
         return (h1 + torch.flip(h2, dims=(3,))) / 2, (d1 + torch.flip(d2, dims=(3,))) / 2
+
+
+class ShiftAveraged(nn.Module):
+    """``inner`` on the film and on copies moved down and right by whole output cells,
+    the outputs moved back and averaged (test-time shift augmentation).
+
+    The stem has stride 4 and the deepest features stride 16, so a film moved by 4, 8 or
+    12 pixels meets the network at another phase of its stride-16 grid; a faint nodule
+    that falls badly on one phase is scored from the others. Moves are along the diagonal
+    (one graph, one batched pass); the cells a moved copy does not cover (the top and left
+    edge strips, the film's padding) keep the mean of the copies that do.
+    """
+
+    def __init__(self, inner: nn.Module, shifts: tuple[int, ...] = (0, 4, 8, 12)) -> None:
+        super().__init__()
+        if any(s % 4 or s < 0 for s in shifts) or 0 not in shifts:
+            raise ValueError(f"shifts must be multiples of the stride 4 and include 0: {shifts}")
+        self.inner = inner
+        self.shifts = shifts
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = x.shape[0]
+        moved = [
+            nn.functional.pad(x[:, :, : x.shape[2] - s, : x.shape[3] - s], (s, 0, s, 0)) if s else x
+            for s in self.shifts
+        ]
+        heat, diam = self.inner(torch.cat(moved, dim=0))
+        h_sum = torch.zeros_like(heat[:n])
+        d_sum = torch.zeros_like(diam[:n])
+        count = torch.zeros_like(heat[:n])
+        for k, s in enumerate(self.shifts):
+            c = s // 4
+            h, d = heat[k * n : (k + 1) * n], diam[k * n : (k + 1) * n]
+            if c:
+                h = nn.functional.pad(h[:, :, c:, c:], (0, c, 0, c))
+                d = nn.functional.pad(d[:, :, c:, c:], (0, c, 0, c))
+            ones = torch.ones_like(heat[:n])
+            covered = nn.functional.pad(ones[:, :, c:, c:], (0, c, 0, c)) if c else ones
+            h_sum = h_sum + h
+            d_sum = d_sum + d
+            count = count + covered
+        return h_sum / count, d_sum / count

@@ -70,6 +70,9 @@ class TrainConfig:
     # Export only: ship the network and its left-right mirror averaged in one graph
     # (training.dr.net.FlipAveraged); training is unchanged.
     flip_average: bool = False
+    # Export only: also average over copies moved by these many pixels along the diagonal
+    # (training.dr.net.ShiftAveraged; multiples of 4, with 0); () leaves it out.
+    shift_average: tuple[int, ...] = ()
     # Analytic training phantoms only (training.dr.synth.SynthConfig); held-out ones keep
     # the defaults.
     synth_p_calcified: float = 0.0
@@ -86,6 +89,7 @@ class TrainConfig:
             "drr_held_out_seeds",
             "calibration_seeds",
             "drr_calibration_seeds",
+            "shift_average",
         ):
             if key in raw:
                 raw[key] = tuple(raw[key])

@@ -30,6 +30,12 @@ MU_WATER_PER_MM = 0.0206  # ~60 keV effective energy of a filtered 120 kVp beam
 # edges alone are several percent): ground-glass nodules, small nodules behind the heart
 # or below the diaphragm. Set by inspecting phantom films; such nodules are not "shown".
 VISIBLE_CONTRAST = 0.035
+# A second, local rule (reported beside ``visible``, not replacing it): the nodule's
+# centre-surround contrast over the spread of the same template on the film around it
+# without the nodule (quantum noise and rib/vessel/heart edges at the nodule's scale), a
+# non-prewhitening-template detectability. By the Rose criterion a disc needs a
+# contrast-to-noise ratio of about 3-5 to be seen; below ``ROSE_K`` it is not.
+ROSE_K = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,12 @@ class DRNoduleTruth:
     # the film with lung in its place, as a fraction of the display range.
     contrast: float = 0.0
     visible: bool = True  # contrast >= VISIBLE_CONTRAST
+    # local contrast-to-noise ratio (``_local_cnr``); ``conspicuous``: cnr >= ROSE_K
+    cnr: float = 0.0
+
+    @property
+    def conspicuous(self) -> bool:
+        return self.visible and self.cnr >= ROSE_K
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +239,8 @@ def make_chest_dr(seed: int, config: ChestDRConfig | None = None) -> DRPhantom:
     log = -np.log(np.maximum(noisy, 1e-4))
     tone = _Tone.draw(rng, log, ps)
     top = (1 << bits) - 1
-    image = np.clip(np.rint(tone.apply(log) * top), 0, top).astype(np.uint16)
+    displayed = tone.apply(log)
+    image = np.clip(np.rint(displayed * top), 0, top).astype(np.uint16)
     if photometric == "MONOCHROME1":
         image = ((1 << bits) - 1 - image).astype(np.uint16)
     # Displayed contrast of each nodule: the noise-free film with and without the nodule's
@@ -255,7 +268,7 @@ def make_chest_dr(seed: int, config: ChestDRConfig | None = None) -> DRPhantom:
             round(float(geo.center[2]), 2),
         ),
     )
-    nodules = _nodule_truth(ct, geo, du, nu, size, ps, shown)
+    nodules = _nodule_truth(ct, geo, du, nu, size, ps, shown, displayed - shown)
     logger.info(
         "chest DR phantom made",
         extra={
@@ -309,6 +322,7 @@ def _nodule_truth(
     size: int,
     ps: float,
     shown: npt.NDArray[np.float64],
+    background: npt.NDArray[np.float64],
 ) -> tuple[DRNoduleTruth, ...]:
     vol = ct.volume
     lateral = np.abs(np.arange(vol.shape[2]) - vol.shape[2] / 2.0) * vol.spacing[2] > 45.0
@@ -329,6 +343,7 @@ def _nodule_truth(
             continue
         behind = _behind(c_uv, n.mean_diameter_mm * m / 2.0, du, nu, rib, heart, ct, geo)
         contrast = _shown_contrast(shown, row, col, n.mean_diameter_mm * m / ps)
+        cnr = _local_cnr(shown, background, row, col, n.mean_diameter_mm * m / ps)
         out.append(
             DRNoduleTruth(
                 index=len(out),
@@ -345,6 +360,7 @@ def _nodule_truth(
                 center_lps=n.center_lps,
                 contrast=round(contrast, 4),
                 visible=contrast >= VISIBLE_CONTRAST,
+                cnr=round(cnr, 3),
             )
         )
     return tuple(out)
@@ -379,6 +395,55 @@ def _shown_contrast(shown: npt.NDArray[np.float64], row: float, col: float, d_px
     disc = (yy - row) ** 2 + (xx - col) ** 2 <= r * r
     patch = shown[r0:r1, c0:c1]
     return float(patch[disc].mean()) if disc.any() else float(patch.mean())
+
+
+def _local_cnr(
+    shown: npt.NDArray[np.float64],
+    background: npt.NDArray[np.float64],
+    row: float,
+    col: float,
+    d_px: float,
+) -> float:
+    """Centre-surround contrast of the nodule over that template's spread around it.
+
+    Template: mean over the disc of the shadow (diameter ``d_px``) minus the mean over the
+    ring out to twice its radius (what a reader compares: the spot against its
+    surroundings). Signal: the template on the nodule's own shadow (``shown``) at its
+    centre. Noise: the standard deviation of the template over the film without the
+    nodule (``background``: quantum noise, ribs, vessels, heart edge) at every position
+    from one to four diameters from the centre, inside the film.
+    """
+    rad = max(d_px / 2.0, 1.5)
+    reach = int(np.ceil(4 * d_px + 2 * rad)) + 1
+    r0, r1 = max(0, int(row) - reach), min(shown.shape[0], int(row) + reach + 1)
+    c0, c1 = max(0, int(col) - reach), min(shown.shape[1], int(col) + reach + 1)
+    if r1 - r0 < 3 or c1 - c0 < 3:
+        return 0.0
+    k = int(np.ceil(2 * rad))
+    yy, xx = np.mgrid[-k : k + 1, -k : k + 1]
+    dist = np.hypot(yy, xx)
+    disc = dist <= rad
+    ring = (dist > rad) & (dist <= 2 * rad)
+    template = disc / disc.sum() - ring / ring.sum()
+
+    def respond(img: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.asarray(
+            ndimage.correlate(img[r0:r1, c0:c1], template, mode="reflect"), dtype=np.float64
+        )
+
+    signal = respond(shown)
+    noise_map = respond(background)
+    gy, gx = np.mgrid[r0:r1, c0:c1]
+    far = np.hypot(gy - row, gx - col)
+    around = (far >= d_px) & (far <= 4 * d_px)
+    inside = (gy >= k) & (gy < shown.shape[0] - k) & (gx >= k) & (gx < shown.shape[1] - k)
+    around &= inside
+    if around.sum() < 10:
+        return 0.0
+    ir = min(max(round(row) - r0, 0), r1 - r0 - 1)
+    ic = min(max(round(col) - c0, 0), c1 - c0 - 1)
+    noise = float(noise_map[around].std())
+    return float(signal[ir, ic]) / max(noise, 1e-6)
 
 
 def _behind(
