@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from countyread.db import Database
+from countyread.errors import ConfigurationError
 from countyread.queue import LocalJobQueue
 from countyread.settings import Settings, load_settings
 from countyread.store import FileStore
@@ -27,7 +28,19 @@ class AppContext:
         store = FileStore(settings.store_dir)
         settings.quarantine_dir.mkdir(parents=True, exist_ok=True)
         settings.results_dir.mkdir(parents=True, exist_ok=True)
-        return cls(settings, db, store, LocalJobQueue(db, settings.job_lease_s))
+        return cls(settings, db, store, _queue(settings, db))
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def _queue(settings: Settings, db: Database) -> LocalJobQueue:
+    if settings.queue_backend == "database":
+        return LocalJobQueue(db, settings.job_lease_s)
+    try:
+        from countyread.celery_queue import CeleryJobQueue
+    except ImportError as exc:
+        raise ConfigurationError(
+            "queue_backend=celery needs the celery extra: pip install 'countyread[celery]'"
+        ) from exc
+    return CeleryJobQueue(db, settings)

@@ -56,6 +56,14 @@ class JobQueue(Protocol):
     def defer(self, job_id: int, delay_s: float, message: str) -> None: ...
 
 
+def _due(now: Any) -> Any:
+    """Queued and due, or running with an expired lease (its worker died)."""
+    return or_(
+        and_(jobs.c.state == JobState.QUEUED.value, jobs.c.run_after <= now),
+        and_(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_until < now),
+    )
+
+
 def default_worker_name(suffix: str = "") -> str:
     return f"{socket.gethostname()}:{os.getpid()}{':' + suffix if suffix else ''}"
 
@@ -104,12 +112,16 @@ class LocalJobQueue:
 
     def claim(self, worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:
         """Claim the oldest due job (or one whose lease expired); None when idle."""
+        due = _due(utcnow())
+        return self._claim(worker, and_(due, jobs.c.kind.in_(kinds)) if kinds else due)
+
+    def claim_job(self, job_id: int, worker: str) -> Job | None:
+        """Claim this one job if it is due (a wake-up names it); None if it is not, e.g.
+        another worker has it, it is done, or it was deferred past now."""
+        return self._claim(worker, and_(jobs.c.id == job_id, _due(utcnow())))
+
+    def _claim(self, worker: str, cond: Any) -> Job | None:
         now = utcnow()
-        due = or_(
-            and_(jobs.c.state == JobState.QUEUED.value, jobs.c.run_after <= now),
-            and_(jobs.c.state == JobState.RUNNING.value, jobs.c.lease_until < now),
-        )
-        cond = and_(due, jobs.c.kind.in_(kinds)) if kinds else due
         for _ in range(5):
             with self.db.begin() as conn:
                 row = (

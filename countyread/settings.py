@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     # Workers and models
     workers: int = Field(default=1, ge=0, description="analysis worker threads in serve")
     job_lease_s: float = Field(default=600.0, gt=0)
+    queue_backend: Literal["database", "celery"] = Field(
+        default="database",
+        description="database: workers poll the job table; celery: Redis wake-ups as well")
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (queue_backend=celery)")
+    celery_queue: str = Field(default="countyread.analyze", min_length=1)
+    sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="celery: re-publish wake-ups of jobs left waiting")
     models_dir: Path | None = Field(default=None, description="default: shipped models/")
     providers: str = Field(default="auto", description="auto, or a comma list: tensorrt,cuda,cpu")
     enable_tensorrt: bool = False

@@ -388,7 +388,9 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="countyread worker",
         description="Run analysis workers: claim 'analyze' jobs from the queue, run the "
-        "pipeline (CT nodule, CTA, DR) and store the results for review. Stops on Ctrl-C.",
+        "pipeline (CT nodule, CTA, DR) and store the results for review. With "
+        "COUNTYREAD_QUEUE_BACKEND=celery the workers take their jobs from Redis wake-ups "
+        "(COUNTYREAD_BROKER_URL) instead of polling the database. Stops on Ctrl-C.",
     )
     parser.add_argument(
         "--threads",
@@ -403,6 +405,9 @@ def main(argv: Sequence[str]) -> int:
     ctx = AppContext.create()
     configure_logging(ctx.settings.log_level, ctx.settings.log_dir)
     registry = PipelineRegistry(ctx.settings)
+    if ctx.settings.queue_backend == "celery" and not args.once:
+        n = max(1, args.threads or ctx.settings.workers)
+        return run_celery_worker(ctx, registry, n)
     if args.once:
         worker = AnalysisWorker(ctx, registry)
         while worker.run_once():
@@ -423,4 +428,59 @@ def main(argv: Sequence[str]) -> int:
     for w in workers:
         w.stop()
     ctx.close()
+    return 0
+
+
+def celery_worker(
+    ctx: AppContext, registry: PipelineRegistry, threads: int, name: str = ""
+) -> Any:
+    """A Celery worker (thread pool of ``threads``) that runs the jobs its wake-ups name.
+
+    Threads, not processes: the ONNX sessions are created once and shared, and
+    onnxruntime releases the GIL while it computes. Returns the unstarted
+    ``celery.apps.worker.Worker``; ``.start()`` blocks until it is stopped.
+    """
+    from countyread.celery_queue import CeleryJobQueue, register_task
+
+    queue = ctx.queue
+    if not isinstance(queue, CeleryJobQueue):
+        raise TypeError("celery_worker needs queue_backend=celery")
+    local = threading.local()
+
+    def run(job: Job) -> None:
+        worker = getattr(local, "worker", None)
+        if worker is None:
+            worker = local.worker = AnalysisWorker(ctx, registry, name=name or "celery")
+        worker.process(job)
+
+    register_task(queue.app, queue, run, default_worker_name(name or "celery"))
+    return queue.app.Worker(
+        pool="threads",
+        concurrency=threads,
+        queues=[ctx.settings.celery_queue],
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        loglevel=ctx.settings.log_level,
+        quiet=True,
+    )
+
+
+def run_celery_worker(ctx: AppContext, registry: PipelineRegistry, threads: int) -> int:
+    from countyread.celery_queue import CeleryJobQueue, Sweeper
+
+    AnalysisWorker(ctx, registry).warm_up()
+    assert isinstance(ctx.queue, CeleryJobQueue)
+    sweeper = Sweeper(ctx.queue, ctx.settings.sweep_interval_s)
+    sweeper.start()
+    ctx.queue.sweep(grace_s=0.0)  # jobs queued while no worker was listening
+    logger.info(
+        "celery workers running",
+        extra={"threads": threads, "queue": ctx.settings.celery_queue},
+    )
+    try:
+        celery_worker(ctx, registry, threads).start()
+    finally:
+        sweeper.stop()
+        ctx.close()
     return 0
