@@ -19,7 +19,7 @@ from inference.ct_nodule.candidates import find_candidates, make_work_grid
 from inference.ct_nodule.detector import Detection, RunFn, detect
 from inference.ct_nodule.lobes import LobeModel, fit_lobes
 from inference.ct_nodule.lungs import LungMask, segment_lungs
-from inference.ct_nodule.measure import NoduleMeasurements, measure
+from inference.ct_nodule.measure import NoduleMeasurements, measure_in_volume
 from inference.ct_nodule.refine import refit
 from inference.ct_nodule.rules import MASS_MM, NoduleFacts, NoduleType, lung_rads
 
@@ -80,7 +80,7 @@ def _location(volume: Volume, lung: LungMask, det: Detection, flat: float) -> st
 def assess(
     volume: Volume, lung: LungMask, det: Detection, lobes: LobeModel | None = None
 ) -> AssessedNodule:
-    m = measure(det.mask, volume.array[det.box], volume.spacing)
+    m = measure_in_volume(volume.array, det.box, det.mask, volume.spacing)
     centre_lps = volume.index_to_lps(det.center_kji)
     side = "left" if centre_lps[0] > lung.midline_x else "right"
     location = _location(volume, lung, det, m.flatness)

@@ -28,13 +28,19 @@ ZOOM_MM = 40.0
 
 def _full_mask_slice(volume: Volume, det: Detection, k_local: int) -> npt.NDArray[np.bool_]:
     full = np.zeros(volume.shape[1:], dtype=bool)
-    full[det.box[1], det.box[2]] = det.mask[k_local]
+    if 0 <= k_local < det.mask.shape[0]:  # a spicule's tip may lie beyond the mask's slices
+        full[det.box[1], det.box[2]] = det.mask[k_local]
     return full
 
 
+def _key_slice(volume: Volume, det: Detection, m: NoduleMeasurements) -> tuple[int, int]:
+    """The volume slice of the long axis and its index relative to the mask's box."""
+    k = min(max(det.box[0].start + m.axes.slice_index, 0), volume.shape[0] - 1)
+    return k, k - det.box[0].start
+
+
 def axial_image(volume: Volume, det: Detection, m: NoduleMeasurements, caption: list[str]) -> RGB:
-    k_local = m.axes.slice_index
-    k = det.box[0].start + k_local
+    k, k_local = _key_slice(volume, det, m)
     img = window(volume.array[k], *LUNG_WINDOW)
     img = draw_contour(img, _full_mask_slice(volume, det, k_local), CONTOUR)
     (r0, c0), (r1, c1) = m.axes.endpoints
@@ -46,8 +52,7 @@ def axial_image(volume: Volume, det: Detection, m: NoduleMeasurements, caption: 
 
 
 def zoom_image(volume: Volume, det: Detection, m: NoduleMeasurements, label: str) -> RGB:
-    k_local = m.axes.slice_index
-    k = det.box[0].start + k_local
+    k, k_local = _key_slice(volume, det, m)
     _, dy, dx = volume.spacing
     cr = (det.box[1].start + det.box[1].stop) // 2
     cc = (det.box[2].start + det.box[2].stop) // 2

@@ -7,7 +7,7 @@ to it on that slice; mean diameter (long + short) / 2 rounded to 0.1 mm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,25 @@ CALCIFIED_HU = 200.0
 # depth (about its radius) belong to a solid part.
 INTERIOR_MM = 1.5
 INTERIOR_SHARE = 0.35
+# A solid component with this share of its voxels facing solid tissue outside the nodule
+# is tissue the nodule touches (chest wall, a vessel), not its solid part.
+EXTERNAL_SHARE = 0.3
+SOLID_SIGMA = 0.6  # in-plane smoothing (pixels) of the solid-part threshold
+# Part-solid nodules keep ground glass beneath their rim: at most 0.76 of it solid on
+# development phantoms 8000-8007 and 1000-1015, small solid nodules 0.92 and more.
+DEEP_SOLID_SHARE = 0.85
+# Spicule cue (``spicule_cue``): strands above LOW_CONTRAST of the nodule's contrast over
+# the lung, within SPICULE_REACH of its radius (at least SPICULE_MIN_REACH_MM) outside it.
+LOW_CONTRAST = 0.3
+SPICULE_NOISE_SD = 4.0
+SPICULE_REACH = 1.3
+SPICULE_MIN_REACH_MM = 4.5
+SPICULE_COS = 0.6
+SPICULE_MIN_VOXELS = 2
+SPICULE_MAX_PEAK = 1.0
+MIN_SPICULES = 2
+SPICULES_PER_MM = 0.15
+_S26 = ndimage.generate_binary_structure(3, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,7 @@ class NoduleMeasurements:
     margin: str  # smooth / lobulated / spiculated
     solidity: float
     flatness: float = 1.0  # shortest / longest principal axis of the mask (mm)
+    spicules: int = 0  # thin radial protrusions that end in the lung (``spicule_cue``)
 
 
 def _feret(
@@ -89,38 +109,70 @@ def solid_component_axes(
     mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
 ) -> Axes | None:
     """Axes of the largest solid component (smoothed HU > SOLID_HU) that reaches the
-    nodule's interior (see INTERIOR_MM), or None.
+    nodule's interior (see INTERIOR_MM) and is not part of tissue outside it, or None.
 
     A vessel that meets a ground-glass nodule is solid only where it enters, at the
     nodule's rim (the ground glass covers it inside); a solid core sits inside. Solid
-    voxels confined to the rim are therefore vessels or chest wall, not a solid part.
+    voxels confined to the rim are therefore vessels or chest wall, not a solid part;
+    so is solid tissue that goes on outside the nodule (EXTERNAL_SHARE): the chest wall
+    under a juxtapleural ground-glass nodule, a vessel running through one.
     """
-    solid_mask = mask & (ndimage.uniform_filter(hu.astype(np.float32), 3) > SOLID_HU)
+    # in-plane smoothing only: a solid core of 2-4 mm spans a single thick slice or two,
+    # and smoothing across slices would average it into the ground glass around it
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), (0.0, SOLID_SIGMA, SOLID_SIGMA))
+    solid_all = smooth > SOLID_HU
+    solid_mask = mask & solid_all
     if not solid_mask.any():
         return None
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    lab, _ = ndimage.label(solid_mask)
+    lab, n = ndimage.label(solid_mask)
     inner = max(INTERIOR_MM, INTERIOR_SHARE * float(depth.max()))
     reaching = np.unique(lab[solid_mask & (depth > inner)])
     if not len(reaching):
         return None
-    sizes = np.bincount(lab.ravel())
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    # voxels of each component that face solid tissue outside the nodule: a slab of chest
+    # wall faces it all along; a core touched by a vessel only where the vessel meets it
+    facing = solid_mask & ndimage.binary_dilation(solid_all & ~mask)
+    contact = np.bincount(lab[facing], minlength=n + 1)
+    reaching = reaching[contact[reaching] < EXTERNAL_SHARE * sizes[reaching]]
+    if not len(reaching):
+        return None
     biggest = int(reaching[np.argmax(sizes[reaching])])
     return axial_axes(lab == biggest, spacing[1], spacing[2])
 
 
+def deep_solid_share(
+    mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
+) -> float:
+    """Share of the nodule's voxels deeper than one pixel from its edge that are solid.
+
+    A small solid nodule on thick slices has a partial-volume rim as large as its core,
+    so its median HU can fall below SOLID_HU; but beneath the rim it is solid throughout,
+    where a part-solid nodule keeps ground glass around its solid part.
+    """
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    deep = depth > max(spacing[1], spacing[2])
+    if not deep.any():
+        return 0.0
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), (0.0, SOLID_SIGMA, SOLID_SIGMA))
+    return float((smooth[deep] > SOLID_HU).mean())
+
+
 def classify_type(
-    hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float
+    hu: npt.NDArray[np.floating], solid_axes: Axes | None, mean_mm: float, deep_solid: float = 0.0
 ) -> NoduleType:
     """Type from attenuation: calcified, solid, ground glass or part-solid.
 
     The median decides solid versus subsolid: partial-volume edge voxels of a small solid
-    nodule pull its mean well below soft tissue, but not its median. A subsolid nodule
-    with a solid component (smoothed HU > -300) of measurable size is part-solid.
+    nodule pull its mean well below soft tissue, but not its median; a nodule solid
+    throughout beneath its rim (``deep_solid`` >= DEEP_SOLID_SHARE) is solid too. A
+    subsolid nodule with a solid component (smoothed HU > -300) of measurable size is
+    part-solid.
     """
     if (hu > CALCIFIED_HU).mean() > 0.25 or np.percentile(hu, 90) > 350:
         return NoduleType.CALCIFIED
-    if float(np.median(hu)) > SOLID_HU:
+    if float(np.median(hu)) > SOLID_HU or deep_solid >= DEEP_SOLID_SHARE:
         return NoduleType.SOLID
     if solid_axes is None or solid_axes.mean_mm < max(1.5, 0.15 * mean_mm):
         return NoduleType.GROUND_GLASS
@@ -149,6 +201,87 @@ def margin_cue(
     return "smooth", solidity
 
 
+@dataclass(frozen=True, slots=True)
+class Spicules:
+    """Thin radial strands leaving the nodule and ending in the lung (``spicule_cue``)."""
+
+    count: int
+    mask: npt.NDArray[np.bool_]  # their voxels, on the crop's grid
+
+
+def spicule_cue(
+    mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
+) -> Spicules:
+    """Count spicules: strands of raised attenuation that leave the nodule's surface
+    radially and end in the lung within ``SPICULE_REACH`` of its radius.
+
+    A spicule is thinner than a voxel for most of its length, so it lies below the
+    half-contrast level the nodule's mask follows and never changes the mask's shape
+    (solidity): it is looked for in the image around the mask instead. Voxels beyond a
+    one-voxel rim (the partial-volume edge every nodule has) and above LOW_CONTRAST of
+    the nodule's contrast over the lung (and SPICULE_NOISE_SD noise deviations) form
+    strands; one that starts at the rim, runs radially (its long axis within
+    acos(SPICULE_COS) of the direction from the nodule's centre) and stops before the
+    band's outer edge counts. A vessel passing the nodule crosses the whole band, and the
+    partial-volume caps above and below it lie flat, not radial.
+    """
+    sp = np.asarray(spacing, dtype=np.float64)
+    none = Spicules(0, np.zeros(mask.shape, dtype=bool))
+    if mask.sum() < 8:
+        return none
+    # in-plane smoothing only: slices may be thick, and a spicule is one voxel across
+    sm = ndimage.gaussian_filter(hu.astype(np.float32), (0.0, 0.6, 0.6))
+    dist = ndimage.distance_transform_edt(~mask, sampling=sp)
+    rim = ndimage.binary_dilation(mask, _S26)
+    near = ~rim & (dist <= 4.0)
+    lung = sm[near & (sm < -600)]
+    if lung.size < 20:
+        return none
+    bg = float(np.median(lung))
+    noise = 1.4826 * float(np.median(np.abs(lung - bg)))
+    contrast = float(np.median(hu[mask])) - bg
+    level = bg + max(LOW_CONTRAST * contrast, SPICULE_NOISE_SD * noise)
+    radius = float((3.0 * mask.sum() * sp.prod() / (4.0 * np.pi)) ** (1.0 / 3.0))
+    reach = max(SPICULE_MIN_REACH_MM, SPICULE_REACH * radius)
+    strands = ~rim & (dist <= reach) & (sm > level)
+    lab, n = ndimage.label(strands, _S26)
+    if n == 0:
+        return none
+    touching = np.unique(lab[ndimage.binary_dilation(rim, _S26) & strands])
+    far = ndimage.maximum(dist, lab, np.arange(1, n + 1))
+    centre = np.asarray(ndimage.center_of_mass(mask)) * sp
+    coords = np.argwhere(strands)
+    labels = lab[strands]
+    out = np.zeros(mask.shape, dtype=bool)
+    count = 0
+    for i in touching[touching > 0]:
+        top = float(far[i - 1])
+        if top >= reach - 0.7 * sp.max() or top < sp[1:].max() + 0.5:
+            continue  # crosses the band (a vessel) or too short to tell from the rim
+        pts = coords[labels == i] * sp
+        if len(pts) < SPICULE_MIN_VOXELS:
+            continue  # one voxel: noise as often as a strand
+        if float(sm[lab == i].max()) - bg > SPICULE_MAX_PEAK * contrast:
+            continue  # brighter than the nodule itself: a vessel, not a strand of it
+        if len(pts) >= 3:
+            mid = pts.mean(axis=0)
+            u = mid - centre
+            u /= float(np.linalg.norm(u)) + 1e-9
+            axis = np.linalg.eigh(np.cov((pts - mid).T) + 1e-6 * np.eye(3))[1][:, -1]
+            if abs(float(axis @ u)) < SPICULE_COS:
+                continue
+        count += 1
+        out |= lab == i
+    return Spicules(count, out)
+
+
+def spiculated(count: int, diameter_mm: float) -> bool:
+    """Enough spicules for the nodule's size (equivalent-sphere diameter): vessels that
+    touch a nodule and end near it look like spicules too, and a large nodule touches
+    more of them."""
+    return count >= max(MIN_SPICULES, SPICULES_PER_MM * diameter_mm)
+
+
 def flatness(mask: npt.NDArray[np.bool_], spacing: tuple[float, float, float]) -> float:
     """Shortest over longest principal axis (standard deviations, mm) of the mask.
 
@@ -162,20 +295,69 @@ def flatness(mask: npt.NDArray[np.bool_], spacing: tuple[float, float, float]) -
     return float(np.sqrt(max(ev[0], 0.0) / ev[-1])) if ev[-1] > 0 else 1.0
 
 
+def with_context(
+    box: tuple[slice, slice, slice],
+    mask: npt.NDArray[np.bool_],
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+) -> tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]]:
+    """The mask on a box grown by the lung ``spicule_cue`` reads around the nodule."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    radius = float((3.0 * mask.sum() * sp.prod() / (4.0 * np.pi)) ** (1.0 / 3.0))
+    pad_mm = max(SPICULE_MIN_REACH_MM, SPICULE_REACH * radius) + 4.0
+    pad = np.ceil(pad_mm / sp).astype(int)
+    lo = [max(0, b.start - int(p)) for b, p in zip(box, pad, strict=True)]
+    hi = [min(n, b.stop + int(p)) for b, p, n in zip(box, pad, shape, strict=True)]
+    out = np.zeros([h - low for low, h in zip(lo, hi, strict=True)], dtype=bool)
+    out[tuple(slice(b.start - low, b.stop - low) for b, low in zip(box, lo, strict=True))] = mask
+    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), out
+
+
+def measure_in_volume(
+    array: npt.NDArray[np.int16],
+    box: tuple[slice, slice, slice],
+    mask: npt.NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+) -> NoduleMeasurements:
+    """``measure`` of a mask cropped to ``box`` of ``array``, read with the lung around it
+    (``with_context``); the axes' slice and end points index ``mask`` as given."""
+    shape = (int(array.shape[0]), int(array.shape[1]), int(array.shape[2]))
+    grown, full = with_context(box, mask, shape, spacing)
+    m = measure(full, array[grown], spacing)
+    dk, dr, dc = (b.start - g.start for b, g in zip(box, grown, strict=True))
+    (r0, c0), (r1, c1) = m.axes.endpoints
+    axes = replace(
+        m.axes,
+        slice_index=m.axes.slice_index - dk,
+        endpoints=((r0 - dr, c0 - dc), (r1 - dr, c1 - dc)),
+    )
+    return replace(m, axes=axes)
+
+
 def measure(
     mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
 ) -> NoduleMeasurements:
-    """All measurements from a (cropped) mask and the HU of the same crop."""
+    """All measurements from a (cropped) mask and the HU of the same crop.
+
+    The crop should reach a few mm beyond the nodule (``with_context``): the spicule cue
+    reads the lung around it.
+    """
     dz, dy, dx = spacing
     axes = axial_axes(mask, dy, dx)
     values = hu[mask].astype(np.float64)
     solid_axes = solid_component_axes(mask, hu, spacing)
-    ntype = classify_type(values, solid_axes, axes.mean_mm)
+    ntype = classify_type(values, solid_axes, axes.mean_mm, deep_solid_share(mask, hu, spacing))
     margin, solidity = margin_cue(mask, spacing)
+    spic = spicule_cue(mask, hu, spacing)
+    volume_mm3 = float(mask.sum()) * dz * dy * dx
+    if spiculated(spic.count, 2.0 * (3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)):
+        margin = "spiculated"
+        # the long axis runs to the spicules' tips, as a caliper on the lung window would
+        axes = axial_axes(mask | spic.mask, dy, dx)
     solid_mm = solid_axes.mean_mm if (ntype is NoduleType.PART_SOLID and solid_axes) else 0.0
     return NoduleMeasurements(
         axes=axes,
-        volume_mm3=round(float(mask.sum()) * dz * dy * dx, 1),
+        volume_mm3=round(volume_mm3, 1),
         mean_hu=round(float(values.mean()), 1),
         max_hu=float(values.max()),
         type=ntype,
@@ -183,4 +365,5 @@ def measure(
         margin=margin,
         solidity=round(solidity, 3),
         flatness=round(flatness(mask, spacing), 3),
+        spicules=spic.count,
     )
