@@ -1,7 +1,11 @@
 """Lung-RADS v2022 and Fleischner 2017 as data-driven functions (DESIGN.md section 5).
 
 Sizes are mean diameters, (long + short axis) / 2 on the lung window, rounded to 0.1 mm
-before any comparison, as Lung-RADS v2022 prescribes.
+before any comparison, as Lung-RADS v2022 prescribes. Categories follow the ACR
+Lung-RADS v2022 assessment table (ACR, November 2022; Christensen et al., CHEST 2024;
+165(3):738-753): solid, part-solid and non-solid rows at baseline, new or growing, the
+juxtapleural row (solid, smooth, < 10 mm at baseline or new) and 4X for category 3 or 4
+nodules with features that raise suspicion (here: spiculation).
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ def _r(value: float) -> float:
 
 
 def _solid(d: float, change: Change, facts: NoduleFacts) -> str:
-    if facts.juxtapleural_or_perifissural and facts.smooth_margin and d < 10.0:
+    # juxtapleural (incl. perifissural): solid, smooth, < 10 mm, "at baseline or new"
+    juxta = facts.juxtapleural_or_perifissural and facts.smooth_margin
+    if juxta and d < 10.0 and change is not Change.GROWING:
         return "2"
     if change is Change.NEW:
         if d < 4.0:
@@ -69,7 +75,13 @@ def _solid(d: float, change: Change, facts: NoduleFacts) -> str:
     return "4B"
 
 
-def _part_solid(d: float, solid: float) -> str:
+def _part_solid(d: float, solid: float, change: Change) -> str:
+    # a new part-solid nodule's solid component is new: "new or growing < 4 mm solid
+    # component" is 4A, >= 4 mm 4B; a new one < 6 mm in all is 3
+    if change is Change.NEW and d < 6.0:
+        return "3"
+    if change in (Change.NEW, Change.GROWING):
+        return "4A" if solid < 4.0 else "4B"
     if d < 6.0:
         return "2"
     if solid < 6.0:
@@ -79,15 +91,20 @@ def _part_solid(d: float, solid: float) -> str:
     return "4B"
 
 
+def _ground_glass(d: float, change: Change) -> str:
+    # >= 30 mm is 3 at baseline or new; unchanged (or slowly growing) it is 2
+    return "2" if d < 30.0 or change is Change.STABLE else "3"
+
+
 def lung_rads(facts: NoduleFacts) -> str:
     """Lung-RADS v2022 category of one nodule (DESIGN.md section 5 table)."""
     d = _r(facts.mean_diameter_mm)
     if facts.type is NoduleType.CALCIFIED:
         return "1"
     if facts.type is NoduleType.GROUND_GLASS:
-        category = "2" if d < 30.0 else "3"
+        category = _ground_glass(d, facts.change)
     elif facts.type is NoduleType.PART_SOLID:
-        category = _part_solid(d, _r(facts.solid_part_mm))
+        category = _part_solid(d, _r(facts.solid_part_mm), facts.change)
     else:
         category = _solid(d, facts.change, facts)
     # 4X: category 3 or 4 with additional features that increase suspicion.

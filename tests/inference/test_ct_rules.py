@@ -39,15 +39,25 @@ S, PS, G, C = NoduleType.SOLID, NoduleType.PART_SOLID, NoduleType.GROUND_GLASS, 
         (NoduleFacts(S, 9.9, juxtapleural_or_perifissural=True), "2"),
         (NoduleFacts(S, 10.0, juxtapleural_or_perifissural=True), "4A"),
         (NoduleFacts(S, 9.0, juxtapleural_or_perifissural=True, smooth_margin=False), "4A"),
+        # juxtapleural: at baseline or new only, not once it grows
+        (NoduleFacts(S, 9.0, juxtapleural_or_perifissural=True, change=Change.NEW), "2"),
+        (NoduleFacts(S, 7.0, juxtapleural_or_perifissural=True, change=Change.GROWING), "4A"),
         # part-solid
         (NoduleFacts(PS, 5.9, solid_part_mm=3.0), "2"),
         (NoduleFacts(PS, 6.0, solid_part_mm=5.9), "3"),
         (NoduleFacts(PS, 12.0, solid_part_mm=6.0), "4A"),
         (NoduleFacts(PS, 12.0, solid_part_mm=7.9), "4A"),
         (NoduleFacts(PS, 12.0, solid_part_mm=8.0), "4B"),
+        # part-solid, new or growing (v2022: new < 6 mm total is 3; a new or growing
+        # solid component < 4 mm is 4A, >= 4 mm 4B)
+        (NoduleFacts(PS, 5.9, solid_part_mm=2.0, change=Change.NEW), "3"),
+        (NoduleFacts(PS, 9.0, solid_part_mm=3.9, change=Change.NEW), "4A"),
+        (NoduleFacts(PS, 9.0, solid_part_mm=4.0, change=Change.GROWING), "4B"),
         # ground glass
         (NoduleFacts(G, 29.9), "2"),
         (NoduleFacts(G, 30.0), "3"),
+        (NoduleFacts(G, 30.0, change=Change.NEW), "3"),
+        (NoduleFacts(G, 32.0, change=Change.STABLE), "2"),
         # benign calcification
         (NoduleFacts(C, 12.0), "1"),
         # 4X: 3/4 with spiculation; a category-2 nodule stays 2
