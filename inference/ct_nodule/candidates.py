@@ -31,6 +31,8 @@ MAX_CORE_EXTENT_MM = 40
 PEAK_MIN_DEPTH = 2
 PEAK_WINDOW = 5
 MIN_PROMINENCE = 1.0
+# Non-maximum suppression reach, in radii of the kept (larger) candidate.
+NMS_REACH = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,7 @@ def _depth_peaks(depth: npt.NDArray[np.int16]) -> list[tuple[npt.NDArray[np.int_
 
 
 def _suppress(pts: npt.NDArray[np.int_], radii: npt.NDArray[np.float32]) -> list[int]:
-    """Greedy non-maximum suppression (largest radius first) within 1.5 radii."""
+    """Greedy non-maximum suppression (largest radius first) within NMS_REACH radii."""
     tree = cKDTree(pts)
     alive = np.ones(len(pts), dtype=bool)
     kept = []
@@ -214,7 +216,7 @@ def _suppress(pts: npt.NDArray[np.int_], radii: npt.NDArray[np.float32]) -> list
         if not alive[n]:
             continue
         kept.append(n)
-        for m in tree.query_ball_point(pts[n], max(float(radii[n]), 2.0) * 1.5):
+        for m in tree.query_ball_point(pts[n], max(float(radii[n]), 2.0) * NMS_REACH):
             alive[m] = False
     return kept
 
