@@ -42,11 +42,24 @@ _FINDING_TYPES: dict[str, Code] = {
 }
 
 
+# The CT pipeline calls its findings lung_nodule / lung_mass and its lobes right_upper
+# ...; findings radiologists add, and the DR and CTA pipelines, use nodule / mass and
+# RUL ... Both spellings reach the result builders.
+_KIND_ALIASES = {"lung_nodule": "nodule", "lung_mass": "mass"}
+NODULE_KINDS = frozenset({"nodule", "dr_nodule", "mass"})
+
+
+def base_kind(kind: str) -> str:
+    """``nodule``, ``mass``, ``dr_nodule``, ``stenosis`` ... whichever spelling came in."""
+    k = kind.lower().strip()
+    return _KIND_ALIASES.get(k, k)
+
+
 def finding_type(kind: str, attributes: dict[str, str] | None = None) -> Code:
     """Finding type (TID 1501 row 3); a radiograph opacity typed "mass" is a Mass."""
     if attributes and (attributes.get("type") or "").lower() == "mass":
         return codes.SCT.Mass
-    return _FINDING_TYPES.get(kind.lower(), codes.SCT.Finding)
+    return _FINDING_TYPES.get(base_kind(kind), codes.SCT.Finding)
 
 
 # Lobe abbreviations as pipelines and radiologists write them.
@@ -57,6 +70,22 @@ _LOBES: dict[str, tuple[Code, Code | None]] = {
     "lul": (codes.SCT.UpperLobeOfLung, codes.SCT.Left),
     "lll": (codes.SCT.LowerLobeOfLung, codes.SCT.Left),
 }
+
+_LOBE_ALIASES = {
+    "right_upper": "rul",
+    "right_middle": "rml",
+    "right_lower": "rll",
+    "left_upper": "lul",
+    "left_lower": "lll",
+}
+
+
+def lobe_key(attributes: dict[str, str]) -> str | None:
+    """``rul`` ... ``lll`` from a finding's ``lobe`` attribute in either spelling."""
+    raw = (attributes.get("lobe") or "").lower().strip().replace(" ", "_")
+    raw = _LOBE_ALIASES.get(raw, raw)
+    return raw if raw in _LOBES else None
+
 
 _VESSELS: dict[str, Code] = {
     "ica": codes.SCT.InternalCarotidArtery,
@@ -86,8 +115,8 @@ def _side(text: str) -> Code | None:
 
 def finding_sites(kind: str, attributes: dict[str, str]) -> list[hd.sr.FindingSite]:
     """Lobe of lung for nodules, the named artery for vessel findings (TID 1419 site)."""
-    lobe = (attributes.get("lobe") or "").lower().strip()
-    if lobe in _LOBES:
+    lobe = lobe_key(attributes)
+    if lobe is not None:
         site, side = _LOBES[lobe]
         return [hd.sr.FindingSite(site, laterality=side)]
     vessel = (attributes.get("vessel") or attributes.get("segment") or "").strip()
@@ -97,8 +126,8 @@ def finding_sites(kind: str, attributes: dict[str, str]) -> list[hd.sr.FindingSi
             if tok in _VESSELS:
                 return [hd.sr.FindingSite(_VESSELS[tok], laterality=_side(vessel))]
         return [hd.sr.FindingSite(codes.SCT.Artery, laterality=_side(vessel))]
-    if kind.lower() in {"nodule", "dr_nodule"}:
-        return [hd.sr.FindingSite(codes.SCT.Lung)]
+    if base_kind(kind) in NODULE_KINDS:
+        return [hd.sr.FindingSite(codes.SCT.Lung, laterality=_side(attributes.get("side", "")))]
     if kind.lower() in VESSEL_KINDS:
         return [hd.sr.FindingSite(codes.SCT.Artery)]
     return []
@@ -153,7 +182,7 @@ def qualitative(
 ) -> list[hd.sr.QualitativeEvaluation]:
     """Lung-RADS category and composition for nodules; the grade for stenoses."""
     out: list[hd.sr.QualitativeEvaluation] = []
-    if category and kind.lower() in {"nodule", "dr_nodule"}:
+    if category and base_kind(kind) in NODULE_KINDS:
         out.append(
             hd.sr.QualitativeEvaluation(
                 LUNG_RADS, private(f"LR{category.upper()}"[:16], f"Lung-RADS {category.upper()}")
@@ -169,7 +198,8 @@ def qualitative(
         out.append(
             hd.sr.QualitativeEvaluation(STENOSIS_GRADE, private(f"GRADE_{g.upper()}"[:16], grade))
         )
-    if attributes.get("spiculated", "").lower() in {"1", "true", "yes"}:
+    spiculated = attributes.get("spiculated", "").lower() in {"1", "true", "yes"}
+    if spiculated or attributes.get("margin", "").lower() == "spiculated":
         out.append(
             hd.sr.QualitativeEvaluation(private("MARGIN", "Nodule margin"), codes.DCM.Spiculated)
         )
@@ -180,4 +210,4 @@ def segment_codes(kind: str) -> tuple[Code, Code]:
     """(category, type) for a SEG segment (CID 7150 / 7151 style)."""
     if kind.lower() in VESSEL_KINDS or kind.lower() == "vessel":
         return codes.SCT.AnatomicalStructure, codes.SCT.Artery
-    return codes.SCT.MorphologicallyAbnormalStructure, finding_type(kind)
+    return codes.SCT.MorphologicallyAbnormalStructure, finding_type(base_kind(kind))

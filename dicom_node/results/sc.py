@@ -17,7 +17,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
-from dicom_node.results.codes import VESSEL_KINDS
+from dicom_node.results.codes import NODULE_KINDS, VESSEL_KINDS, base_kind, lobe_key
 from dicom_node.results.common import (
     MANUFACTURER,
     ConfirmedFinding,
@@ -65,6 +65,7 @@ _VESSEL_ZH = {
     "A1": "大脑前动脉A1段",
     "P1": "大脑后动脉P1段",
 }
+_SIDE = {"right": ("右肺", "right lung"), "left": ("左肺", "left lung")}
 _LOBE_ZH = {
     "RUL": "右肺上叶",
     "RML": "右肺中叶",
@@ -91,7 +92,8 @@ def _vessel_zh(name: str) -> str:
 def caption(finding: ConfirmedFinding) -> tuple[str, str]:
     """(Chinese, English) one-line captions, e.g. '结节 1 右肺上叶 8.2 mm Lung-RADS 4A'."""
     attrs = dict(finding.attributes)
-    lobe = attrs.get("lobe", "").upper()
+    kind = base_kind(finding.kind)
+    lobe = (lobe_key(attrs) or "").upper()
     vessel = attrs.get("vessel", "")
     size = next(
         (m for m in finding.measurements if m.name.startswith(("mean_diameter", "diameter"))), None
@@ -108,23 +110,30 @@ def caption(finding: ConfirmedFinding) -> tuple[str, str]:
         else ""
     )
     grade_en = grade_zh = ""
-    if finding.category and finding.kind in {"nodule", "dr_nodule"}:
+    if finding.category and kind in NODULE_KINDS:
         grade_en = grade_zh = f"Lung-RADS {finding.category}"
     elif finding.kind in VESSEL_KINDS:
         grade_en = attrs.get("grade") or finding.category or ""
         grade_zh = _GRADE_ZH.get(grade_en, grade_en)
-    kind_en = finding.kind.removeprefix("dr_").replace("_", " ").capitalize()
+    kind_en = kind.removeprefix("dr_").replace("_", " ").capitalize()
+    # No lobe (thick slices, fissures not seen): the side, as the CT pipeline reports it.
+    side = attrs.get("side", "").lower() if kind in NODULE_KINDS and not lobe else ""
+    side_zh, side_en = _SIDE.get(side, ("", ""))
     zh = " ".join(
         p
         for p in (
-            f"{_KIND_ZH.get(finding.kind, finding.kind)} {finding.number}",
-            _LOBE_ZH.get(lobe, lobe) or _vessel_zh(vessel),
+            f"{_KIND_ZH.get(kind, kind)} {finding.number}",
+            _LOBE_ZH.get(lobe, lobe) or side_zh or _vessel_zh(vessel),
             value.replace("residual", "残余管腔"),
             grade_zh,
         )
         if p
     )
-    en = " ".join(p for p in (f"{kind_en} {finding.number}", lobe or vessel, value, grade_en) if p)
+    en = " ".join(
+        p
+        for p in (f"{kind_en} {finding.number}", lobe or side_en or vessel, value, grade_en)
+        if p
+    )
     return zh, en
 
 
@@ -162,7 +171,7 @@ def rgb_secondary_capture(
     p = signed.patient
     first = signed.sources[0].at(0) if signed.sources and len(signed.sources[0]) else None
     body_part = str(getattr(first, "BodyPartExamined", "") or "") or (
-        "CHEST" if any(f.kind in {"nodule", "dr_nodule"} for f in signed.findings) else ""
+        "CHEST" if any(base_kind(f.kind) in NODULE_KINDS for f in signed.findings) else ""
     )
     study_id = str(getattr(first, "StudyID", "") or "") or None
     sc = hd.sc.SCImage(

@@ -12,6 +12,7 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
+import highdicom as hd
 import pydicom
 import pytest
 from fastapi.testclient import TestClient
@@ -129,6 +130,23 @@ def test_scanner_to_radiologist_to_pacs(tmp_path: Path, orthanc: OrthancPeer) ->
         assert len(results) == len(received)
         for path in results:
             assert dciodvfy_errors(path) == [], path.parent.name
+
+        # 7. The SR says what the radiologist confirmed, coded: a nodule, where (lobe or
+        # lung with laterality, as the pipeline found it), its Lung-RADS category.
+        sr = next(pydicom.dcmread(p) for p in results if pydicom.dcmread(p).Modality == "SR")
+        report_sr = hd.sr.MeasurementReport.from_sequence([sr])
+        groups = report_sr.get_volumetric_roi_measurement_groups()
+        assert len(groups) == 2
+        for group in groups:
+            kind = group.finding_type
+            assert kind is not None and kind.value == "27925004"  # SCT Nodule
+            evaluations = {e.name.meaning: str(getattr(e.value, "meaning", ""))
+                           for e in group.get_qualitative_evaluations()}
+            assert evaluations["Lung-RADS v2022 assessment category"].startswith("Lung-RADS ")
+            site = group.finding_sites[0]
+            lung_sites = {"39607008", "45653009", "90572001", "72481006"}  # lung, lobes
+            assert site.value.value in lung_sites
+            assert site.laterality is not None or site.value.value == "72481006"  # RML
     finally:
         node.stop()
         ctx.close()
