@@ -25,6 +25,12 @@ FREE_END_SKIP_MM = 6.0
 #: first millimetres of a branch: not graded (NASCET lesions sit at the bulb).
 ICA_END_SKIP_MM = 10.0
 ICA_START_SKIP_MM = 1.0
+#: The vertebral centreline starts at its junction on the subclavian's axis, inside the
+#: subclavian lumen (radius 3-5 mm), and its first millimetres cut the subclavian wall
+#: off-centre (3-5 mm off the true axis): they read as waists next to wide "references"
+#: (a false 58 % vertebral stenosis, seed 606 of training.cta.diagnose). Not graded; the
+#: cost is an ostial lesion within 5 mm of the junction, which is not graded either.
+VA_START_SKIP_MM = 5.0
 DISTAL_REF_MM = (5.0, 25.0)
 NEAR_REF_MM = 15.0
 COLLAPSE_RATIO = 0.6
@@ -139,7 +145,12 @@ def assess(
     )
     n = len(d)
     # the internal carotid starts at the bifurcation, where a lesion at its origin sits
-    lo = int((ICA_START_SKIP_MM if vessel.startswith("ICA") else END_SKIP_MM) / STEP_MM)
+    start_mm = END_SKIP_MM
+    if vessel.startswith("ICA"):
+        start_mm = ICA_START_SKIP_MM
+    elif vessel.startswith("VA"):
+        start_mm = VA_START_SKIP_MM
+    lo = int(start_mm / STEP_MM)
     end_mm = FREE_END_SKIP_MM if free_end else END_SKIP_MM
     if vessel.startswith("ICA"):
         end_mm = ICA_END_SKIP_MM
