@@ -26,7 +26,7 @@ def _agreement(phantom: CTPhantom, model: LobeModel) -> float:
     return float(np.mean([model.lobe_at(p) == t for p, t in zip(pts, truth, strict=True)]))
 
 
-@pytest.mark.parametrize(("seed", "thickness"), [(12, 1.25), (4242, 2.5)])
+@pytest.mark.parametrize(("seed", "thickness"), [(12, 1.25), (13, 3.0)])
 def test_lobes_match_the_phantom_fissures(seed: int, thickness: float) -> None:
     phantom = make_chest_ct(
         seed, ChestCTConfig.small(slice_thickness_mm=thickness, n_nodules=4, kernel="lung")
@@ -38,8 +38,8 @@ def test_lobes_match_the_phantom_fissures(seed: int, thickness: float) -> None:
         "right_horizontal",
         "left_oblique",
     }
-    # Measured: 0.993-0.998 of lung voxels on seeds 11-13, 21, 22, 4242; the misses lie
-    # within a voxel or two of a fissure.
+    # Measured: 0.993-0.998 of lung voxels on seeds 11-13, 21, 22, 4242 (1.25-3 mm) and
+    # 0.996-0.998 on held-out seeds 9000-9005, 9011; the misses lie next to a fissure.
     assert _agreement(phantom, model) >= 0.98
     for t in phantom.nodules:
         assert t.lobe is not None
