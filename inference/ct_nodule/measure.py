@@ -29,6 +29,8 @@ SOLID_SIGMA = 0.6  # in-plane smoothing (pixels) of the solid-part threshold
 # Part-solid nodules keep ground glass beneath their rim: at most 0.76 of it solid on
 # development phantoms 8000-8007 and 1000-1015, small solid nodules 0.92 and more.
 DEEP_SOLID_SHARE = 0.85
+# Solid nodules under this mean diameter are measured at half contrast (``half_contrast``).
+SMALL_SOLID_MM = 12.0
 # Spicule cue (``spicule_cue``): strands above LOW_CONTRAST of the nodule's contrast over
 # the lung, within SPICULE_REACH of its radius (at least SPICULE_MIN_REACH_MM) outside it.
 LOW_CONTRAST = 0.3
@@ -295,6 +297,31 @@ def flatness(mask: npt.NDArray[np.bool_], spacing: tuple[float, float, float]) -
     return float(np.sqrt(max(ev[0], 0.0) / ev[-1])) if ev[-1] > 0 else 1.0
 
 
+def half_contrast(
+    mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
+) -> npt.NDArray[np.bool_]:
+    """The mask cut back to where the image is above half the nodule's contrast over the
+    lung (its largest piece), the edge a lung-window caliper follows.
+
+    The network's 0.5 contour of a small solid nodule lies about half a pixel outside
+    that edge on every side (mean diameters +0.5 mm, up to +2 mm, under 12 mm on the
+    development phantoms); the nodule's own brightest voxels (95th percentile) stand for
+    its attenuation, which partial volume has not yet diluted there.
+    """
+    smooth = ndimage.gaussian_filter(hu.astype(np.float32), (0.0, SOLID_SIGMA, SOLID_SIGMA))
+    dist = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    around = ~ndimage.binary_dilation(mask, _S26) & (dist <= 4.0) & (smooth < -600)
+    if around.sum() < 20:
+        return mask
+    level = (float(np.median(smooth[around])) + float(np.percentile(smooth[mask], 95))) / 2.0
+    kept, n = ndimage.label(mask & (smooth > level))
+    if n == 0:
+        return mask
+    sizes = np.bincount(kept.ravel())
+    sizes[0] = 0
+    return np.asarray(kept == int(np.argmax(sizes)))
+
+
 def with_context(
     box: tuple[slice, slice, slice],
     mask: npt.NDArray[np.bool_],
@@ -350,10 +377,14 @@ def measure(
     margin, solidity = margin_cue(mask, spacing)
     spic = spicule_cue(mask, hu, spacing)
     volume_mm3 = float(mask.sum()) * dz * dy * dx
+    outline = mask
+    if ntype is NoduleType.SOLID and axes.mean_mm < SMALL_SOLID_MM:
+        outline = half_contrast(mask, hu, spacing)
+        axes = axial_axes(outline, dy, dx)
     if spiculated(spic.count, 2.0 * (3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)):
         margin = "spiculated"
         # the long axis runs to the spicules' tips, as a caliper on the lung window would
-        axes = axial_axes(mask | spic.mask, dy, dx)
+        axes = axial_axes(outline | spic.mask, dy, dx)
     solid_mm = solid_axes.mean_mm if (ntype is NoduleType.PART_SOLID and solid_axes) else 0.0
     return NoduleMeasurements(
         axes=axes,
