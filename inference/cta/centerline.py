@@ -199,11 +199,19 @@ def _reroot(parent: I64, node: int) -> None:
         prev, cur = cur, nxt
 
 
-def _outward(sk: Skeleton, node: int, deg: I64, kids: list[list[int]]) -> F64:
-    """Unit direction pointing out of the vessel at an end node (from ~4 nodes inside)."""
+def _outward(
+    sk: Skeleton, node: int, deg: I64, kids: list[list[int]], skip: int = 0, steps_in: int = 4
+) -> F64:
+    """Unit direction pointing out of the vessel at an end node (from ~4 nodes inside).
+
+    ``skip`` > 0 measures the trunk's direction instead, from ``steps_in`` nodes inside to
+    ``skip`` nodes inside: the tip of a vessel cut by a severe stenosis can curl aside by
+    a few millimetres (a blunt end pulls the skeleton off the axis).
+    """
     cur, steps = node, 0
     seen = {node}
-    while steps < 4:
+    near = node
+    while steps < steps_in:
         nbrs = [
             n
             for n in ([int(sk.parent[cur])] if sk.parent[cur] >= 0 else []) + kids[cur]
@@ -214,7 +222,9 @@ def _outward(sk: Skeleton, node: int, deg: I64, kids: list[list[int]]) -> F64:
         cur = nbrs[0]
         seen.add(cur)
         steps += 1
-    v = (sk.points[node] - sk.points[cur]).astype(np.float64)
+        if steps == skip:
+            near = cur
+    v = (sk.points[near] - sk.points[cur]).astype(np.float64)
     return v / (np.linalg.norm(v) + 1e-9)
 
 
