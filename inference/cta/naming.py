@@ -28,6 +28,9 @@ F64 = npt.NDArray[np.float64]
 SIDES = (("L", 1.0), ("R", -1.0))  # LPS: +x is the patient's left
 CRANIAL_BAND_MM = 35.0
 POSTERIOR_MARGIN_MM = 10.0
+#: A posterior cerebral end found only on one side: the other side's is the end within
+#: this distance of its mirror image (x -> -x).
+MIRROR_P_MM = 12.0
 BIG_BRANCH_MM = 12.0
 MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
 DROP_MM = 15.0
@@ -138,6 +141,23 @@ class _Namer:
             ]
             if len(medial):
                 out[f"A_{side}"] = int(medial[np.argmin(self.lps[medial, 1])])
+        # a posterior cerebral end that sits just short of y_post (the middle cerebral
+        # end of that side lost, or its P1 short): the end nearest the mirror image of
+        # the other side's; without both, no posterior circulation is named at all
+        for side, sx in SIDES:
+            twin = out.get("P_R" if side == "L" else "P_L")
+            if f"P_{side}" in out or twin is None:
+                continue
+            mirror = self.lps[twin] * np.array([-1.0, 1.0, 1.0])
+            near = [
+                e for e in cranial
+                if self.lps[e, 0] * sx > 0
+                and float(np.linalg.norm(self.lps[e] - mirror)) < MIRROR_P_MM
+            ]  # fmt: skip
+            if near:
+                out[f"P_{side}"] = min(
+                    near, key=lambda e: float(np.linalg.norm(self.lps[e] - mirror))
+                )
         return out
 
     def down_path(self, node: int, matrix: object = None) -> list[int] | None:
