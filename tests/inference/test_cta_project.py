@@ -82,9 +82,11 @@ def _percent_errors_and_grades(cases: list[Case]) -> tuple[np.ndarray, np.ndarra
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 5: 6/8 within 10 points (target >= 85 %): residual lumens under 0.3 mm "
-    "read 0.45-0.55 mm wide, at the noise floor of the section area (M1 93 % -> 77 %, "
-    "basilar 92 % -> 78 %); see training.cta.diagnose",
+    reason="issue 5: 6/8 within 10 points (target >= 85 %): two sub-voxel residual lumens "
+    "read their neighbours' lumen through the blur along the vessel (M1 93.5 % -> 77 %: "
+    "0.63 mm for 0.18 mm, 0.39 mm 0.5 mm either side; basilar 91.7 % -> 78 %); a "
+    "blurred-waist model fit was not robust (its blur width is not identifiable from the "
+    "profile); see training.cta.diagnose",
 )
 def test_stenosis_percent_within_10_points(cases: list[Case]) -> None:
     errors, _ = _percent_errors_and_grades(cases)
@@ -104,6 +106,18 @@ def test_no_false_significant_stenosis(cases: list[Case]) -> None:
             pct = f.measurement("stenosis_percent") or 0.0
             if f.kind == "stenosis" and f.attribute("vessel") not in truth and pct >= 50:
                 false.append((c.phantom.seed, f.attribute("vessel"), pct))  # type: ignore[attr-defined]
+    assert not false, false
+
+
+def test_no_occlusion_called_on_an_open_vessel(cases: list[Case]) -> None:
+    """An occlusion call is a 100 % stenosis (and a critical worklist entry): none on a
+    vessel that is open, stenosed or not."""
+    false = [
+        (c.phantom.seed, f.attribute("vessel"))  # type: ignore[attr-defined]
+        for c in cases
+        for f in c.findings
+        if f.kind == "occlusion"
+    ]
     assert not false, false
 
 

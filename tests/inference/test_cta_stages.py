@@ -11,7 +11,8 @@ from scipy import ndimage
 from countyread.domain import Volume
 from countyread.errors import NotAnalyzableError
 from inference.cta import render
-from inference.cta.centerline import bridge_gaps, degree, skeletonize
+from inference.cta.centerline import Skeleton, bridge_gaps, degree, skeletonize
+from inference.cta.graph import build_graph
 from inference.cta.grid import resample, work_grid
 from inference.cta.naming import name_vessels
 from inference.cta.profile import Intensities, measure
@@ -91,6 +92,66 @@ def test_calibre_and_percent_on_a_tube(stenosis: float, expected: float) -> None
     assert call.percent == pytest.approx(expected, abs=8.0)
     assert abs(prof.points[call.index, 2] - 30.0) < 2.0
     assert call.method == "diameter reduction"
+
+
+def _loop_cut_with_curled_ends() -> tuple[Skeleton, np.ndarray]:
+    """One skeleton component: a vertical vessel (x = 0) cut between z 49 and 56 whose
+    halves are joined the long way round (a detour through x = 40); the last three nodes
+    of each cut end curl 3 mm aside, as a blunt skeleton tip does."""
+    lower = [(z, 0, 0) for z in range(50)]
+    upper = [(z, 0, 0) for z in range(56, 100)]
+    lower[-3:] = [(47, 0, 1), (48, 0, 2), (49, 0, 3)]
+    upper[:3] = [(56, 0, -3), (57, 0, -2), (58, 0, -1)]
+    detour = [(0, 0, x) for x in range(1, 41)] + [(z, 0, 40) for z in range(1, 100)]
+    detour += [(99, 0, x) for x in range(39, 0, -1)]
+    points = np.asarray(lower[::-1] + detour + upper[::-1], dtype=np.int64)
+    parent = np.r_[-1, np.arange(len(points) - 1)].astype(np.int64)
+    n = len(points)
+    sk = Skeleton(points, parent, np.full(n, 2.0), np.zeros(n, dtype=np.int64))
+    return sk, points[:, ::-1].astype(np.float64)
+
+
+def test_cut_ends_with_curled_tips_are_joined_inside_one_component() -> None:
+    """A common carotid cut by an 88 % stenosis, both halves on one tree through the
+    circle of Willis: the tips face away from each other, the trunks face each other."""
+    sk, lps = _loop_cut_with_curled_ends()
+    path = build_graph(sk, lps).shortest(0, len(lps) - 1)
+    assert path is not None and len(path) == 2
+
+
+def _tube_in_bony_ring(gap_mm: float, spacing: float = 0.5) -> Volume:
+    """A 4 mm lumen (350 HU) inside a 3 mm cortical ring (900 HU) that leaves a gap of
+    tissue round it, as a vertebral artery in its transverse foramen; blurred 0.8 mm."""
+    n, m = int(40 / spacing), int(24 / spacing)
+    y = ((np.arange(m) - (m - 1) / 2) * spacing)[:, None]
+    x = ((np.arange(m) - (m - 1) / 2) * spacing)[None, :]
+    r = np.hypot(x, y)
+    plane = np.full((m, m), 40.0)
+    plane[r < 2.0] = 350.0
+    plane[(r >= 2.0 + gap_mm) & (r < 5.0 + gap_mm)] = 900.0
+    hu = ndimage.gaussian_filter(
+        np.repeat(plane[None], n, axis=0), (0.3 / spacing, 0.8 / spacing, 0.8 / spacing)
+    )
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-(m - 1) / 2 * spacing, -(m - 1) / 2 * spacing, 0.0]
+    return Volume(np.round(hu).astype(np.int16), affine)
+
+
+@pytest.mark.parametrize("gap_mm", [1.2, 1.6])
+def test_lumen_in_a_bony_ring_reads_its_own_calibre(
+    gap_mm: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blurred ring lifts the gap to lumen HU: the section area read a 4 mm lumen as
+    6.4-7 mm; the rays' troughs before the bone read it within 0.6 mm."""
+    import inference.cta.profile as profile
+
+    vol = _tube_in_bony_ring(gap_mm)
+    path = np.c_[np.zeros(60), np.zeros(60), np.linspace(5, 35, 60)]
+    got = float(np.median(measure(vol, path, 2.0, Intensities(350.0, 40.0)).diameter_mm))
+    monkeypatch.setattr(profile, "RING_RAYS", profile.N_RAYS + 1)
+    area_only = float(np.median(measure(vol, path, 2.0, Intensities(350.0, 40.0)).diameter_mm))
+    assert area_only > 6.0  # the problem
+    assert got == pytest.approx(4.0, abs=0.6)
 
 
 def test_grades_follow_design_section_5() -> None:

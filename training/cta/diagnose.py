@@ -11,6 +11,11 @@ The acceptance set (tests/inference/test_cta_project.py) is the default; the wid
 20-lesion set is ``--seeds 601 602 603 604 605 606 607 608 609 610 --occlusion-seeds
 611 612 613 614`` (add ``--reuse-segmentation`` to iterate on the stages after the
 network; the cache is keyed by seed, so clear it after changing the phantom).
+
+The stages have been tuned on 601-614, so they flatter the pipeline: check a change on
+seeds nobody tuned on too, e.g. ``--seeds 701 702 703 704 705 706 707 708 709 710
+--occlusion-seeds`` (measured before f8b4bcb: 11/20 within 10 points there against
+14/20 on 601-610, and 8 occlusion calls on open vessels, 5 of them stenosed).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class Summary:
             f" | within10 {(e <= 10).mean() if e.size else 0:.0%} ({(e <= 10).sum()}/{e.size})"
             f" | grade {np.mean(self.grades) if self.grades else 0:.0%}"
             f" | occl {sum(self.occlusions)}/{len(self.occlusions)}"
-            f" | false>=50 {len(self.false_calls)} {self.false_calls}"
+            f" | false >=50 % or occlusion {len(self.false_calls)} {self.false_calls}"
         )
 
 
@@ -111,6 +116,11 @@ def report_case(p: Any, a: Any, findings: list[Any], s: Summary) -> None:
 
     names = set(a.naming.vessels)
     s.named.append(len(names & set(NAMED)))
+    truth_occ = {o.vessel for o in p.occlusions}
+    for f in findings:
+        if f.kind == "occlusion" and f.attribute("vessel") not in truth_occ:
+            print(f"  FALSE occlusion call {f.attribute('vessel')} ({f.attribute('reason')})")
+            s.false_calls.append(f"{p.seed}:{f.attribute('vessel')} occlusion")
     missing = sorted(set(NAMED) - names)
     occl = sorted(c.vessel for c in a.naming.occlusions)
     print(f"seed {p.seed}: named {len(names & set(NAMED))} missing {missing} occl-calls {occl}")
