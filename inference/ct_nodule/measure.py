@@ -107,6 +107,32 @@ def axial_axes(mask: npt.NDArray[np.bool_], dy: float, dx: float) -> Axes:
     return best
 
 
+def _around(mask: npt.NDArray[np.bool_], margin: int) -> tuple[slice, slice, slice]:
+    """The mask's bounding box grown by ``margin`` voxels (within the array)."""
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found or found[0] is None:
+        return (slice(None), slice(None), slice(None))
+    b = found[0]
+    lo = [max(0, s.start - margin) for s in b]
+    hi = [min(n, s.stop + margin) for s, n in zip(b, mask.shape, strict=True)]
+    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+
+
+def inside_depth(
+    mask: npt.NDArray[np.bool_], spacing: tuple[float, float, float]
+) -> npt.NDArray[np.float64]:
+    """Distance (mm) of each mask voxel to the nearest voxel outside; computed on the
+    mask's bounding box only (the crop around it reaches far into the lung)."""
+    depth = np.zeros(mask.shape, dtype=np.float64)
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    if not found or found[0] is None:
+        return depth
+    box = found[0]
+    inner = ndimage.distance_transform_edt(np.pad(mask[box], 1), sampling=spacing)
+    depth[box] = inner[1:-1, 1:-1, 1:-1]
+    return depth
+
+
 def solid_component_axes(
     mask: npt.NDArray[np.bool_], hu: npt.NDArray[np.int16], spacing: tuple[float, float, float]
 ) -> Axes | None:
@@ -126,7 +152,7 @@ def solid_component_axes(
     solid_mask = mask & solid_all
     if not solid_mask.any():
         return None
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    depth = inside_depth(mask, spacing)
     lab, n = ndimage.label(solid_mask)
     inner = max(INTERIOR_MM, INTERIOR_SHARE * float(depth.max()))
     reaching = np.unique(lab[solid_mask & (depth > inner)])
@@ -153,8 +179,7 @@ def deep_solid_share(
     so its median HU can fall below SOLID_HU; but beneath the rim it is solid throughout,
     where a part-solid nodule keeps ground glass around its solid part.
     """
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    deep = depth > max(spacing[1], spacing[2])
+    deep = inside_depth(mask, spacing) > max(spacing[1], spacing[2])
     if not deep.any():
         return 0.0
     smooth = ndimage.gaussian_filter(hu.astype(np.float32), (0.0, SOLID_SIGMA, SOLID_SIGMA))
@@ -250,20 +275,22 @@ def spicule_cue(
     if n == 0:
         return none
     touching = np.unique(lab[ndimage.binary_dilation(rim, _S26) & strands])
-    far = ndimage.maximum(dist, lab, np.arange(1, n + 1))
-    centre = np.asarray(ndimage.center_of_mass(mask)) * sp
     coords = np.argwhere(strands)
     labels = lab[strands]
-    out = np.zeros(mask.shape, dtype=bool)
-    count = 0
+    values = sm[strands]
+    far = np.zeros(n + 1)
+    np.maximum.at(far, labels, dist[strands])
+    centre = np.asarray(ndimage.center_of_mass(mask)) * sp
+    kept = []
     for i in touching[touching > 0]:
-        top = float(far[i - 1])
+        top = float(far[i])
         if top >= reach - 0.7 * sp.max() or top < sp[1:].max() + 0.5:
             continue  # crosses the band (a vessel) or too short to tell from the rim
-        pts = coords[labels == i] * sp
+        mine = labels == i
+        pts = coords[mine] * sp
         if len(pts) < SPICULE_MIN_VOXELS:
             continue  # one voxel: noise as often as a strand
-        if float(sm[lab == i].max()) - bg > SPICULE_MAX_PEAK * contrast:
+        if float(values[mine].max()) - bg > SPICULE_MAX_PEAK * contrast:
             continue  # brighter than the nodule itself: a vessel, not a strand of it
         if len(pts) >= 3:
             mid = pts.mean(axis=0)
@@ -272,8 +299,9 @@ def spicule_cue(
             axis = np.linalg.eigh(np.cov((pts - mid).T) + 1e-6 * np.eye(3))[1][:, -1]
             if abs(float(axis @ u)) < SPICULE_COS:
                 continue
-        count += 1
-        out |= lab == i
+        kept.append(int(i))
+    count = len(kept)
+    out = np.isin(lab, kept) if kept else np.zeros(mask.shape, dtype=bool)
     return Spicules(count, out)
 
 
@@ -331,8 +359,10 @@ def with_context(
     """The mask on a box grown by the lung ``spicule_cue`` reads around the nodule."""
     sp = np.asarray(spacing, dtype=np.float64)
     radius = float((3.0 * mask.sum() * sp.prod() / (4.0 * np.pi)) ** (1.0 / 3.0))
-    pad_mm = max(SPICULE_MIN_REACH_MM, SPICULE_REACH * radius) + 4.0
-    pad = np.ceil(pad_mm / sp).astype(int)
+    # the spicule band and the 4 mm lung ring around the nodule, and two voxels more for
+    # the in-plane smoothing at the crop's edge
+    pad_mm = max(SPICULE_MIN_REACH_MM, SPICULE_REACH * radius, 4.0)
+    pad = np.ceil(pad_mm / sp).astype(int) + 2
     lo = [max(0, b.start - int(p)) for b, p in zip(box, pad, strict=True)]
     hi = [min(n, b.stop + int(p)) for b, p, n in zip(box, pad, shape, strict=True)]
     out = np.zeros([h - low for low, h in zip(lo, hi, strict=True)], dtype=bool)
@@ -372,8 +402,11 @@ def measure(
     dz, dy, dx = spacing
     axes = axial_axes(mask, dy, dx)
     values = hu[mask].astype(np.float64)
-    solid_axes = solid_component_axes(mask, hu, spacing)
-    ntype = classify_type(values, solid_axes, axes.mean_mm, deep_solid_share(mask, hu, spacing))
+    # the solid-part cues need a voxel or two around the nodule, not the lung beyond
+    near = _around(mask, 3)
+    solid_axes = solid_component_axes(mask[near], hu[near], spacing)
+    deep_solid = deep_solid_share(mask[near], hu[near], spacing)
+    ntype = classify_type(values, solid_axes, axes.mean_mm, deep_solid)
     margin, solidity = margin_cue(mask, spacing)
     spic = spicule_cue(mask, hu, spacing)
     volume_mm3 = float(mask.sum()) * dz * dy * dx
