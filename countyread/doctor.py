@@ -21,10 +21,13 @@ import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from countyread.context import AppContext
+from countyread.db import jobs, utcnow
+from countyread.domain import JobState
 from countyread.errors import StorageError
 from countyread.settings import Settings, load_settings
 from countyread.store import write_durable
@@ -101,6 +104,45 @@ def check_database(ctx: AppContext) -> list[Check]:
     except Exception as exc:  # any driver error is the finding itself
         return [Check("database", Level.FAIL, f"{url}: {type(exc).__name__}: {exc}"[:300])]
     return [Check("database", Level.OK, detail)]
+
+
+#: Jobs due this long ago and still queued mean no worker is taking them.
+STALE_JOB_S = 300.0
+
+
+def check_queue(ctx: AppContext) -> list[Check]:
+    """Jobs waiting (and for how long); with Celery, whether the broker answers."""
+    late = utcnow() - timedelta(seconds=STALE_JOB_S)
+    with ctx.db.begin() as conn:
+        queued = conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.state == JobState.QUEUED.value)
+        ).scalar_one()
+        stale = conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(jobs.c.state == JobState.QUEUED.value, jobs.c.run_after < late)
+        ).scalar_one()
+    backend = ctx.settings.queue_backend
+    detail = f"{backend}: {queued} queued"
+    out = [
+        Check(
+            "job queue",
+            Level.WARN if stale else Level.OK,
+            detail + (f", {stale} due over {STALE_JOB_S:.0f} s ago (is a worker running?)"
+                      if stale else ""),
+        )
+    ]
+    if backend == "celery":
+        url = _masked_url(ctx.settings.broker_url)
+        try:
+            broker = importlib.import_module("countyread.celery_queue").make_app(ctx.settings)
+            with broker.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=3)
+            out.append(Check("broker", Level.OK, f"{url} answers"))
+        except Exception as exc:  # any transport error is the finding itself
+            out.append(Check("broker", Level.FAIL,
+                             f"{url}: {type(exc).__name__}: {exc} (jobs wait for the sweep)"[:300]))
+    return out
 
 
 def check_models(settings: Settings) -> list[Check]:
@@ -217,6 +259,7 @@ def run_checks(settings: Settings) -> list[Check]:
     try:
         steps: list[Callable[[], list[Check]]] = [
             lambda: check_database(ctx),
+            lambda: check_queue(ctx),
             lambda: check_models(settings),
             lambda: check_runtime(settings),
             check_decoders,

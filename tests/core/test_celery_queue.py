@@ -159,3 +159,11 @@ def test_deferred_job_is_woken_when_due(ctx: AppContext) -> None:
         assert _wait(lambda: _states(ctx)[job_id] == "no_pipeline")
     # The enqueue wake-up found it claimed, the countdown wake-up ran it when due.
     assert ran == [job_id] and time.monotonic() - t0 >= 1.0
+
+
+def test_doctor_sees_the_broker(ctx: AppContext) -> None:
+    from countyread.doctor import Level, check_queue
+
+    checks = {c.name: c for c in check_queue(ctx)}
+    assert checks["broker"].level is Level.OK and "127.0.0.1:6379/15" in checks["broker"].detail
+    assert checks["job queue"].detail == "celery: 0 queued"

@@ -64,3 +64,30 @@ def test_port_in_use_and_unwritable_data_dir(tmp_path: Path) -> None:
     checks = _by_name(run_checks(load_settings(data_dir=blocker / "var")))
     assert checks["data dir"].level is Level.FAIL
     assert "database" not in checks  # nothing else is tried on a data dir that cannot hold data
+
+
+def test_queue_check_reports_stale_jobs_and_an_unreachable_broker(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from countyread.context import AppContext
+    from countyread.db import jobs, utcnow
+
+    var = tmp_path / "var"
+    ctx = AppContext.create(load_settings(data_dir=var))
+    try:
+        job = ctx.queue.enqueue("analyze", "k1", series_uid="1.2.3")
+        with ctx.db.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job).values(
+                run_after=utcnow() - timedelta(minutes=10)))
+    finally:
+        ctx.close()
+    checks = _by_name(run_checks(load_settings(data_dir=var, dicom_port=0)))
+    assert checks["job queue"].level is Level.WARN
+    assert "1 queued, 1 due over 300 s ago" in checks["job queue"].detail
+    assert "broker" not in checks  # the database queue needs none
+    down = load_settings(data_dir=var, dicom_port=0, queue_backend="celery",
+                         broker_url="redis://127.0.0.1:9/0")  # nothing listens there
+    checks = _by_name(run_checks(down))
+    assert checks["broker"].level is Level.FAIL and "127.0.0.1:9" in checks["broker"].detail
