@@ -100,10 +100,13 @@ def finding_boxes(result: AnalysisResult, spacing_mm: float) -> list[Box]:
     return boxes
 
 
-# Known shortfall of dr_nodule 1.3.0 on this fixed set: 6/12 found at 0.89 FP/image (1.2.0:
-# 7/12 at 1.17 once PA films were written L\F; 6/12 at 1.06 when they were mirrored).
+# Known shortfall of dr_nodule 1.4.0 on this fixed set: 6/12 found at 1.00 FP/image, and a
+# 7th (14 mm) scored 0.2130 against the threshold 0.2131 (1.3.0: 6/12 at 0.89; 1.2.0: 7/12
+# at 1.17 once PA films were written L\F). Of the others it misses, 10 and 12 mm have no
+# candidate on them at all; 18, 20 and 22 mm have one with the right box (IoU 0.37-0.70)
+# scored 0.13-0.17: the network's score, not the post-processing, loses them.
 # strict: a model that reaches the bar XPASSes, which fails until the marker is removed.
-@pytest.mark.xfail(strict=True, reason="dr_nodule 1.3.0: sensitivity 0.50 at 0.89 FP/image")
+@pytest.mark.xfail(strict=True, reason="dr_nodule 1.4.0: sensitivity 0.50 at 1.00 FP/image")
 def test_nodules_of_10_mm_and_more_are_found(
     cases: list[Case], outputs: list[PipelineOutput]
 ) -> None:
@@ -131,7 +134,7 @@ def test_nodules_of_10_mm_and_more_are_found(
 
 
 @pytest.mark.xfail(
-    strict=True, reason="dr_nodule 1.3.0 marks 6 of the 6 nodule-free films at the 1 FP threshold"
+    strict=True, reason="dr_nodule 1.4.0 marks 4 of the 6 nodule-free films at the 1 FP threshold"
 )
 def test_nodule_free_films_have_no_finding(
     cases: list[Case], outputs: list[PipelineOutput]

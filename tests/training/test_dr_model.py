@@ -35,11 +35,12 @@ def test_artifact_is_small_and_documented(artifact) -> None:  # type: ignore[no-
     assert card.metrics["ge10mm_threshold_at_1_fp"] < card.operating_threshold
 
 
-# Known shortfall of dr_nodule 1.3.0: >= 10 mm sensitivity at 1 FP/image 0.75 on the analytic
-# held-out set (400 films) and 0.64 on the CT-projection DRR held-out set (60 films).
-# strict: when a model reaches the bar this XPASSes and fails, so the marker must then go.
+# Known shortfall of dr_nodule 1.4.0: >= 10 mm sensitivity at 1 FP/image 0.77 on the analytic
+# held-out set (400 films) and 0.70 on the CT-projection DRR held-out set (60 films)
+# (1.3.0: 0.75 and 0.64). strict: when a model reaches the bar this XPASSes and fails, so
+# the marker must then go.
 @pytest.mark.xfail(
-    strict=True, reason="dr_nodule 1.3.0: ge10mm sensitivity 0.75 (analytic), 0.64 (DRR) at 1 FP"
+    strict=True, reason="dr_nodule 1.4.0: ge10mm sensitivity 0.77 (analytic), 0.70 (DRR) at 1 FP"
 )
 def test_card_meets_acceptance(artifact) -> None:  # type: ignore[no-untyped-def]
     # acceptance (issue 3): nodules >= 10 mm, sensitivity >= 0.80 at 1 FP per image, on
@@ -48,16 +49,17 @@ def test_card_meets_acceptance(artifact) -> None:  # type: ignore[no-untyped-def
     assert artifact.card.metrics["drr_ge10mm_sens_at_1_fp"] >= 0.80
 
 
-def test_card_holds_the_figures_of_1_3_0(artifact) -> None:  # type: ignore[no-untyped-def]
-    # Regression floor at the figures dr_nodule 1.3.0 reached (a retrained model must not
+def test_card_holds_the_figures_of_1_4_0(artifact) -> None:  # type: ignore[no-untyped-def]
+    # Regression floor at the figures dr_nodule 1.4.0 reached (a retrained model must not
     # fall below): analytic held-out (400 films) and CT-projection DRR held-out (60 films,
-    # visible nodules only), NODE21 counting. 1.3.0: analytic 0.61 / 0.66 / 0.70 / 0.75 at
-    # 0.125 / 0.25 / 0.5 / 1 FP, AUC >= 10 mm 0.88; DRR 0.40 / 0.49 / 0.55 / 0.64, 0.85.
+    # visible nodules only), NODE21 counting. 1.4.0: analytic 0.64 / 0.67 / 0.70 / 0.77 at
+    # 0.125 / 0.25 / 0.5 / 1 FP, AUC >= 10 mm 0.888; DRR 0.51 / 0.53 / 0.62 / 0.70, AUC
+    # >= 10 mm 0.844 (1.3.0: 0.61 / 0.66 / 0.70 / 0.75, 0.879; 0.40 / 0.49 / 0.55 / 0.64, 0.847).
     m = artifact.card.metrics
     assert m["n_images"] >= 400 and m["drr_n_images"] >= 60 and m["drr_n_nodules_ge10mm"] >= 40
-    assert m["ge10mm_sens_at_1_fp"] >= 0.74 and m["ge10mm_sens_at_0.125_fp"] >= 0.61
-    assert m["image_auc_ge10mm"] >= 0.87
-    assert m["drr_ge10mm_sens_at_1_fp"] >= 0.63 and m["drr_ge10mm_sens_at_0.25_fp"] >= 0.48
+    assert m["ge10mm_sens_at_1_fp"] >= 0.77 and m["ge10mm_sens_at_0.125_fp"] >= 0.63
+    assert m["image_auc_ge10mm"] >= 0.88
+    assert m["drr_ge10mm_sens_at_1_fp"] >= 0.70 and m["drr_ge10mm_sens_at_0.25_fp"] >= 0.53
     assert m["drr_image_auc_ge10mm"] >= 0.84
     # the operating point keeps false positives <= 0.25 per film on both sets
     assert m["fp_per_image_at_operating"] <= 0.25 and m["drr_fp_per_image_at_operating"] <= 0.25

@@ -11,7 +11,7 @@ import torch
 from models.registry import ModelRegistry
 from training.dr.data import synth_sample
 from training.dr.net import FlipAveraged
-from training.dr.warm_start import flip_averaged, from_onnx
+from training.dr.warm_start import as_exported, flip_averaged, from_onnx
 
 
 def test_rebuilt_network_matches_the_onnx_heatmap() -> None:
@@ -21,8 +21,9 @@ def test_rebuilt_network_matches_the_onnx_heatmap() -> None:
     x = np.stack([synth_sample(s).image for s in (900000, 900001)])[:, None]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     heat, _ = sess.run(["heatmap", "diameter"], {"image": x})
-    # a flip-averaged file runs the network on the film and on its mirror image
-    model = FlipAveraged(net) if flip_averaged(path) else net
+    # a flip- (and shift-) averaged file runs the network on the film and on its mirror
+    # image (and on moved copies)
+    model = as_exported(net, path)
     with torch.no_grad():
         ours, _ = model.eval()(torch.from_numpy(x))
         assert np.abs(ours.numpy() - heat).max() < 1e-4

@@ -54,6 +54,11 @@ def load_net(checkpoint: Path) -> DRNoduleNet:
     return net.eval()
 
 
+# ONNX metadata key naming the shifts of a shift-averaged export (training.dr.net.ShiftAveraged),
+# so that training.dr.warm_start can rebuild what the file computes.
+SHIFT_METADATA = "countyread.dr.shift_average"
+
+
 def export_onnx(net: torch.nn.Module, path: Path) -> None:
     dummy = torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE)
     torch.onnx.export(
@@ -66,6 +71,11 @@ def export_onnx(net: torch.nn.Module, path: Path) -> None:
         opset_version=OPSET,
         dynamo=False,
     )
+    if isinstance(net, ShiftAveraged):
+        model = onnx.load(str(path))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = SHIFT_METADATA, ",".join(str(v) for v in net.shifts)
+        onnx.save(model, str(path))
     onnx.checker.check_model(onnx.load(str(path)))
 
 

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from training.dr.data import synth_sample
-from training.dr.net import DRNoduleNet
+from training.dr.net import DRNoduleNet, FlipAveraged, ShiftAveraged
 
 
 def _conv_order(net: DRNoduleNet) -> list[nn.Conv2d]:
@@ -68,6 +68,23 @@ def flip_averaged(path: Path) -> bool:
         np.array_equal(w1, w2) and np.array_equal(b1, b2)
         for (w1, b1), (w2, b2) in zip(folded[:half], folded[half:], strict=True)
     )
+
+
+def shift_average(path: Path) -> tuple[int, ...]:
+    """The shifts of a shift-averaged export (training.dr.net.ShiftAveraged), else ()."""
+    from training.dr.export import SHIFT_METADATA
+
+    for entry in onnx.load(str(path)).metadata_props:
+        if entry.key == SHIFT_METADATA:
+            return tuple(int(v) for v in entry.value.split(","))
+    return ()
+
+
+def as_exported(net: DRNoduleNet, path: Path) -> nn.Module:
+    """``net`` wrapped as the file ``path`` runs it: flip- and / or shift-averaged."""
+    model: nn.Module = FlipAveraged(net) if flip_averaged(path) else net
+    shifts = shift_average(path)
+    return ShiftAveraged(model, shifts) if shifts else model
 
 
 def from_onnx(path: Path, calibration: torch.Tensor, width: int = 16) -> DRNoduleNet:

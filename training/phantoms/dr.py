@@ -30,12 +30,15 @@ MU_WATER_PER_MM = 0.0206  # ~60 keV effective energy of a filtered 120 kVp beam
 # edges alone are several percent): ground-glass nodules, small nodules behind the heart
 # or below the diaphragm. Set by inspecting phantom films; such nodules are not "shown".
 VISIBLE_CONTRAST = 0.035
-# A second, local rule (reported beside ``visible``, not replacing it): the nodule's
-# centre-surround contrast over the spread of the same template on the film around it
-# without the nodule (quantum noise and rib/vessel/heart edges at the nodule's scale), a
-# non-prewhitening-template detectability. By the Rose criterion a disc needs a
-# contrast-to-noise ratio of about 3-5 to be seen; below ``ROSE_K`` it is not.
-ROSE_K = 3.0
+# A second, local measure, reported beside ``visible`` and not used as truth: ``cnr``, the
+# nodule's centre-surround contrast over the spread of the same template on the film
+# around it without the nodule (quantum noise and rib / vessel / heart edges at the
+# nodule's scale), a non-prewhitening-template detectability. The Rose criterion asks
+# about 3-5 of a disc in white noise; in these films' structured background that bar is
+# far too high: on the 60 DRR held-out films (cache seeds 500000..) only 3 of the 47
+# visible nodules >= 10 mm reach 3 and dr_nodule finds about three quarters of those
+# between 1 and 3 at 1 FP/image, so no nodule is declared invisible by it. Below 1 (the
+# template's response no larger than its local spread) the model finds about a third.
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +101,7 @@ class DRNoduleTruth:
     # the film with lung in its place, as a fraction of the display range.
     contrast: float = 0.0
     visible: bool = True  # contrast >= VISIBLE_CONTRAST
-    # local contrast-to-noise ratio (``_local_cnr``); ``conspicuous``: cnr >= ROSE_K
-    cnr: float = 0.0
-
-    @property
-    def conspicuous(self) -> bool:
-        return self.visible and self.cnr >= ROSE_K
+    cnr: float = 0.0  # local contrast-to-noise ratio (``_local_cnr``), reported only
 
 
 @dataclass(frozen=True, slots=True)
