@@ -31,6 +31,9 @@ POSTERIOR_MARGIN_MM = 10.0
 #: A posterior cerebral end found only on one side: the other side's is the end within
 #: this distance of its mirror image (x -> -x).
 MIRROR_P_MM = 12.0
+#: see _Namer.loose_vertebral
+LOOSE_VA_MM = 9.0
+LOOSE_VA_DROP_MM = 80.0
 BIG_BRANCH_MM = 12.0
 MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
 DROP_MM = 15.0
@@ -335,6 +338,9 @@ class _Namer:
                    for b in self.side_branches(down, labels, i)):  # fmt: skip
                 conf_i = i
                 break
+        loose = self.loose_vertebral(down, tip, carotid_nodes)
+        if loose is not None and (conf_i is None or loose[0] < conf_i):
+            conf_i = loose[0]
         if conf_i is None:
             # one vertebral artery only: the basilar ends where the path leaves the midline
             conf_i = next(
@@ -346,7 +352,9 @@ class _Namer:
         used = set(down[:conf_i]) | set(va_a[1:]) | carotid_nodes
         other = self.down_path(conf, self.g.without(used))
         va_b: list[int] = []
-        if other is not None:
+        if loose is not None and loose[0] == conf_i:
+            va_b = self.va_from(loose[1], self.g.components_without(loose[1]))
+        elif other is not None:
             va_b = self.va_from(other, self.g.components_without(other))
         for va in (va_a, va_b):
             if len(va) >= 2:
@@ -363,6 +371,32 @@ class _Namer:
                 ]  # fmt: skip
                 at = max(stumps, key=lambda e: self.z[e]) if stumps else conf
                 self.occl.append(OcclusionCall(f"VA_{side}", at, "vertebral artery not traced"))
+
+    def loose_vertebral(
+        self, down: list[int], tip: int, carotid_nodes: set[int]
+    ) -> tuple[int, list[int]] | None:
+        """A vertebral artery whose junction with the basilar is lost: a free end within
+        LOOSE_VA_MM of the basilar's side whose own way down (off the basilar) descends
+        LOOSE_VA_DROP_MM. Returns (index on ``down`` it joins, its path from the end down).
+        Without it the basilar runs on down the other vertebral artery and this one reads
+        as occluded (seed 709 of training.cta.diagnose: a 7 mm gap)."""
+        on_down = set(down)
+        pos = self.lps[down]
+        off = self.g.without(list(on_down | carotid_nodes))
+        best: tuple[float, int, list[int]] | None = None
+        for e in self.ends:
+            if e in on_down:
+                continue
+            gap = np.linalg.norm(pos - self.lps[e], axis=1)
+            i = int(np.argmin(gap))
+            if gap[i] > LOOSE_VA_MM or self.z[tip] - self.z[down[i]] < 8.0:
+                continue
+            path = self.down_path(e, off)
+            if path is None or self.z[e] - self.z[path[-1]] < LOOSE_VA_DROP_MM:
+                continue
+            if best is None or gap[i] < best[0]:
+                best = (float(gap[i]), i, path)
+        return None if best is None else (best[1], best[2][::-1])
 
     def va_from(self, path: list[int], labels: npt.NDArray[np.int32]) -> list[int]:
         """From the confluence down to the vertebral origin (next large side branch)."""
