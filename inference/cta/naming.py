@@ -56,6 +56,9 @@ class OcclusionCall:
 class Naming:
     vessels: dict[str, NamedVessel]
     occlusions: tuple[OcclusionCall, ...]
+    #: calls withdrawn because contrast fills the expected course (naming failed, the
+    #: vessel is open): reported as "not traced", never as an occlusion
+    not_traced: tuple[OcclusionCall, ...] = ()
 
 
 class _Namer:

@@ -114,6 +114,14 @@ class CTAPipeline:
             *([f"stored layout turned to head-first supine for analysis ({turn.describe()})"]
               if not turn.is_identity else []),
             f"vessels named: {', '.join(named) or 'none'}",
+            *(
+                [
+                    "not traced (contrast along the expected course, no occlusion called): "
+                    + ", ".join(c.vessel for c in a.naming.not_traced)
+                ]
+                if a.naming.not_traced
+                else []
+            ),
             f"lumen {a.intensities.lumen_hu:.0f} HU, tissue {a.intensities.tissue_hu:.0f} HU; "
             "diameters are effective (area-equivalent) lumen diameters",
         ]

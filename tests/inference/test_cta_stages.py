@@ -289,3 +289,30 @@ def test_refinement_grows_lumen_past_bone_but_not_into_it() -> None:
     # without network evidence the growth keeps out of the 1.5 voxel shell round cortex
     out2, _ = refine(hu.astype(np.float32), seed, None)
     assert out2[artery].mean() < out[artery].mean()  # the lumen rim by the ring needs evidence
+
+
+@pytest.mark.parametrize(
+    ("right_hu", "called"),
+    [(400.0, False), (40.0, True), (1200.0, True)],
+    ids=["open-but-untraced", "absent", "bone-not-contrast"],
+)
+def test_occlusion_call_needs_an_empty_expected_course(right_hu: float, called: bool) -> None:
+    """Issue 5: a vessel naming could not trace is occluded only if the image agrees —
+    the other side's vessel mirrored (x -> -x) runs through soft tissue, not contrast
+    (seeds 701, 707, 710: open vessels called occluded, a critical false call)."""
+    from inference.cta.analysis import confirm_occlusions
+    from inference.cta.grid import WorkGrid
+    from inference.cta.naming import NamedVessel, Naming, OcclusionCall
+
+    affine = np.eye(4)
+    affine[:3, 3] = (-25.0, -20.0, 0.0)  # x = i - 25, y = j - 20, z = k
+    grid = WorkGrid((60, 40, 50), (1.0, 1.0, 1.0), affine)
+    hu = np.full(grid.shape, 40.0, dtype=np.float32)
+    hu[5:55, 19:22, 39:42] = 400.0  # left vertebral artery, x = +15
+    hu[5:55, 19:22, 9:12] = right_hu  # right: contrast, soft tissue or bone at x = -15
+    node_lps = np.array([(15.0, 0.0, float(z)) for z in range(5, 55)])
+    call = OcclusionCall("VA_R", 0, "vertebral artery not traced")
+    naming = Naming({"VA_L": NamedVessel("VA_L", tuple(range(len(node_lps))))}, (call,))
+    out = confirm_occlusions(naming, node_lps, hu, grid, Intensities(400.0, 40.0))
+    assert (call in out.occlusions) is called
+    assert (call in out.not_traced) is not called

@@ -123,7 +123,11 @@ def report_case(p: Any, a: Any, findings: list[Any], s: Summary) -> None:
             s.false_calls.append(f"{p.seed}:{f.attribute('vessel')} occlusion")
     missing = sorted(set(NAMED) - names)
     occl = sorted(c.vessel for c in a.naming.occlusions)
-    print(f"seed {p.seed}: named {len(names & set(NAMED))} missing {missing} occl-calls {occl}")
+    untraced = sorted(c.vessel for c in a.naming.not_traced)
+    print(
+        f"seed {p.seed}: named {len(names & set(NAMED))} missing {missing} occl-calls {occl}"
+        + (f" not-traced {untraced}" if untraced else "")
+    )
     by = {f.attribute("vessel"): f for f in findings if f.kind == "stenosis"}
     truth_vessels = {st.vessel for st in p.stenoses}
     for st in p.stenoses:
