@@ -84,10 +84,14 @@ def worst_grade(findings: list[Finding]) -> str:
     return max(grades, key=GRADE_ORDER.index, default="none")
 
 
-def urgency_of(grade: str) -> Urgency:
+def urgency_of(grade: str, not_traced: int = 0) -> Urgency:
+    """Study urgency from the worst grade; a named vessel that could not be traced through
+    although contrast fills its expected course is at least urgent: on fresh phantoms two
+    of the five such vessels held 85 % and 96 % stenoses (the segmentation breaks at a
+    tight waist), so an untraced vessel is a reason to read the study soon."""
     if grade in ("occlusion", "near-occlusion"):
         return Urgency.CRITICAL
-    if grade == "severe":
+    if grade == "severe" or not_traced:
         return Urgency.URGENT
     return Urgency.ROUTINE
 

@@ -102,7 +102,7 @@ class CTAPipeline:
             tm.timings["refused series"] = round(refused_ms, 1)
         findings = self.findings(a, volume, header.series_uid)
         grade = worst_grade(findings)
-        level = urgency_of(grade)
+        level = urgency_of(grade, len(a.naming.not_traced))
         tm.lap("findings")
         images = self.renders(a, volume, tm)
         arrays = self.arrays(a, volume, findings, loaded.volume, turn)
@@ -116,7 +116,8 @@ class CTAPipeline:
             f"vessels named: {', '.join(named) or 'none'}",
             *(
                 [
-                    "not traced (contrast along the expected course, no occlusion called): "
+                    "not traced (contrast along the expected course, no occlusion called; "
+                    "a tight stenosis can break the trace: review these vessels): "
                     + ", ".join(c.vessel for c in a.naming.not_traced)
                 ]
                 if a.naming.not_traced

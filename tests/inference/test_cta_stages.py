@@ -316,3 +316,13 @@ def test_occlusion_call_needs_an_empty_expected_course(right_hu: float, called: 
     out = confirm_occlusions(naming, node_lps, hu, grid, Intensities(400.0, 40.0))
     assert (call in out.occlusions) is called
     assert (call in out.not_traced) is not called
+
+
+def test_untraced_vessel_makes_the_study_urgent_not_critical() -> None:
+    from countyread.domain import Urgency
+    from inference.cta.findings import urgency_of
+
+    assert urgency_of("none") is Urgency.ROUTINE
+    assert urgency_of("moderate", not_traced=1) is Urgency.URGENT
+    assert urgency_of("occlusion", not_traced=1) is Urgency.CRITICAL
+    assert urgency_of("severe") is Urgency.URGENT
