@@ -82,6 +82,7 @@ def _percent_errors_and_grades(cases: list[Case]) -> tuple[np.ndarray, np.ndarra
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,  # a crash is an error, not the known shortfall
     reason="issue 5: 6/8 within 10 points (target >= 85 %): two sub-voxel residual lumens "
     "read their neighbours' lumen through the blur along the vessel (M1 93.5 % -> 77 %: "
     "0.63 mm for 0.18 mm, 0.39 mm 0.5 mm either side; basilar 91.7 % -> 78 %); a "
