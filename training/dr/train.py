@@ -77,6 +77,9 @@ class TrainConfig:
     # the defaults.
     synth_p_calcified: float = 0.0
     synth_p_thin_lung: float = 0.0
+    # Nodules under this diameter (mm) are soft targets in training, neither rewarded nor
+    # punished (as hidden ones): whether firing on small spots is what costs the large ones.
+    min_target_mm: float = 0.0
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -197,6 +200,7 @@ def batch(
     jitter_fraction: float = 0.0,
     node21: list[Sample] | None = None,
     node21_fraction: float = 0.0,
+    min_target_mm: float = 0.0,
 ) -> tuple[torch.Tensor, ...]:
     xs, hs, ds, ws = [], [], [], []
     for i in idx:
@@ -213,6 +217,10 @@ def batch(
             s = flip(s)
         if rng.random() < jitter_fraction:
             s = jitter(s, rng)
+        if min_target_mm:
+            small = tuple(n for n in s.nodules if n[3] < min_target_mm)
+            kept = tuple(n for n in s.nodules if n[3] >= min_target_mm)
+            s = Sample(s.image, kept, s.hidden + small)
         h, d, w = targets(s)
         xs.append(augment(s.image, rng))
         hs.append(h)
@@ -269,6 +277,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
             cfg.jitter_fraction,
             node21,
             cfg.node21_fraction,
+            cfg.min_target_mm,
         )
         heat_logits, log_d = net.logits(x)
         l_heat = focal_loss(heat_logits, h)
