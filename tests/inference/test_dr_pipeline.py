@@ -106,7 +106,11 @@ def finding_boxes(result: AnalysisResult, spacing_mm: float) -> list[Box]:
 # candidate on them at all; 18, 20 and 22 mm have one with the right box (IoU 0.37-0.70)
 # scored 0.13-0.17: the network's score, not the post-processing, loses them.
 # strict: a model that reaches the bar XPASSes, which fails until the marker is removed.
-@pytest.mark.xfail(strict=True, reason="dr_nodule 1.4.0: sensitivity 0.50 at 1.00 FP/image")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # a crash is an error, not the known shortfall
+    reason="dr_nodule 1.4.0: sensitivity 0.50 at 1.00 FP/image",
+)
 def test_nodules_of_10_mm_and_more_are_found(
     cases: list[Case], outputs: list[PipelineOutput]
 ) -> None:
@@ -134,17 +138,26 @@ def test_nodules_of_10_mm_and_more_are_found(
 
 
 @pytest.mark.xfail(
-    strict=True, reason="dr_nodule 1.4.0 marks 4 of the 6 nodule-free films at the 1 FP threshold"
+    strict=True,
+    raises=AssertionError,  # a crash is an error, not the known shortfall
+    reason="dr_nodule 1.4.0 marks 2 of the 6 nodule-free films at its operating threshold "
+    "(4 of 6 at the 1 FP/image threshold)",
 )
-def test_nodule_free_films_have_no_finding(
-    cases: list[Case], outputs: list[PipelineOutput]
-) -> None:
-    for case, out in zip(cases, outputs, strict=True):
+def test_nodule_free_films_have_no_finding(pipeline: DRNodulePipeline, cases: list[Case]) -> None:
+    """The issue's rule: no finding above the operating threshold (the card's, stricter
+    than the 1 FP/image one the sensitivity test runs at)."""
+    flagged = []
+    for case in cases:
         if case.chest.nodules:
             continue
-        assert out.result.findings == ()
+        out = pipeline.analyze(case.study)
+        if out.result.findings:
+            flagged.append(case.study.study_uid)
+            continue
         assert out.result.urgency is Urgency.ROUTINE
         assert out.result.category is None
+    print(f"nodule-free films flagged at the operating threshold: {len(flagged)} of 6")
+    assert flagged == []
 
 
 def test_results_are_labelled(
