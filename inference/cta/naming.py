@@ -34,6 +34,9 @@ MIRROR_P_MM = 12.0
 #: see _Namer.loose_vertebral
 LOOSE_VA_MM = 9.0
 LOOSE_VA_DROP_MM = 80.0
+#: see _Namer.basilar_down
+BA_MIDLINE_MM = 8.0
+BA_SPAN_MM = 15.0
 BIG_BRANCH_MM = 12.0
 MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
 DROP_MM = 15.0
@@ -327,7 +330,7 @@ class _Namer:
             path = self.g.shortest(tip, end, m)
             if path is not None:
                 self.add(f"P1_{side}", self.cut_at_junction(path, 5.0)[: int(25 / 1.2)])
-        down = self.down_path(tip, m)
+        down = self.basilar_down(tip, m, carotid_nodes)
         if down is None:
             return
         labels = self.g.components_without(down)
@@ -374,6 +377,32 @@ class _Namer:
                 ]  # fmt: skip
                 at = max(stumps, key=lambda e: self.z[e]) if stumps else conf
                 self.occl.append(OcclusionCall(f"VA_{side}", at, "vertebral artery not traced"))
+
+    def basilar_down(
+        self, tip: int, matrix: object, carotid_nodes: set[int]
+    ) -> list[int] | None:
+        """The way down from the basilar tip, first along the midline: the basilar runs
+        straight down from its tip, so above it and within BA_SPAN_MM below it nothing more than
+        BA_MIDLINE_MM to the side is on its way. Without this the way down can leave
+        through a P1 and a posterior communicating artery into an internal carotid the
+        carotid chain missed, and that carotid is named basilar down to the neck (seed 707
+        of training.cta.diagnose: a false 99 % basilar call at the communicating artery).
+        Falls back to the plain way down where the midline one does not reach the neck."""
+        plain = self.down_path(tip, matrix)
+        zt, xt = self.z[tip], self.lps[tip, 0]
+        lateral = np.flatnonzero(
+            (self.z > zt - BA_SPAN_MM) & (np.abs(self.lps[:, 0] - xt) > BA_MIDLINE_MM)
+        )
+        if plain is None or not len(lateral):
+            return plain
+        off = set(lateral.tolist())
+        if not any(n in off for n in plain):
+            return plain
+        blocked = self.g.without(off | carotid_nodes)
+        mid = self.down_path(tip, blocked)
+        if mid is None or zt - self.z[mid[-1]] < LOOSE_VA_DROP_MM:
+            return plain
+        return mid
 
     def loose_vertebral(
         self, down: list[int], tip: int, carotid_nodes: set[int]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy import ndimage
 
@@ -326,3 +328,55 @@ def test_untraced_vessel_makes_the_study_urgent_not_critical() -> None:
     assert urgency_of("moderate", not_traced=1) is Urgency.URGENT
     assert urgency_of("occlusion", not_traced=1) is Urgency.CRITICAL
     assert urgency_of("severe") is Urgency.URGENT
+
+
+def _polyline_mask(
+    lines: list[list[tuple[float, float, float]]], shape: tuple[int, int, int], r: float = 2.0
+) -> npt.NDArray[np.bool_]:
+    """Tubes along polylines given as LPS (x, y, z) mm, x = i - nx/2, y = j - ny/2, z = k."""
+    k, j, i = np.indices(shape, dtype=np.float64)
+    pts = np.stack([i - shape[2] / 2, j - shape[1] / 2, k], axis=-1)
+    mask = np.zeros(shape, dtype=bool)
+    for line in lines:
+        for a0, b0 in itertools.pairwise(line):
+            a, b = np.asarray(a0, float), np.asarray(b0, float)
+            t = np.clip(((pts - a) @ (b - a)) / float((b - a) @ (b - a)), 0.0, 1.0)
+            mask |= np.linalg.norm(pts - (a + t[..., None] * (b - a)), axis=-1) <= r
+    return mask
+
+
+def test_basilar_runs_down_the_midline_not_through_a_communicating_artery() -> None:
+    """Issue 5, seed 707 of training.cta.diagnose: the carotid chain missed the internal
+    carotid, and the plain shortest way down from the basilar tip left through P1 and the
+    posterior communicating artery into it: the carotid was named basilar down to the
+    neck and its communicating artery read as a 99 % basilar stenosis. The basilar runs
+    straight down from its tip; the vertebral below it is the way to the neck."""
+    from inference.cta.naming import _Namer
+
+    shape = (160, 80, 80)
+    mask = _polyline_mask(
+        [
+            # basilar and left vertebral artery (ends at z = 40, above the carotid)
+            [(0, 20, 140), (0, 20, 122), (6, 22, 112), (18, 22, 100), (18, 22, 40)],
+            [(0, 20, 140), (10, 22, 141), (22, 26, 143)],  # P1_L
+            [(0, 20, 140), (-10, 22, 141), (-22, 26, 143)],  # P1_R
+            # posterior communicating artery into an internal carotid down to z = 10
+            [(14, 23, 141.5), (20, 5, 141), (22, 0, 141), (22, 0, 120), (22, -5, 10)],
+        ],
+        shape,
+    )
+    sk = bridge_gaps(skeletonize(mask, 1.0), 1.0)
+    lps = np.stack(
+        [sk.points[:, 2] - shape[2] / 2, sk.points[:, 1] - shape[1] / 2, sk.points[:, 0]], axis=1
+    ).astype(np.float64)
+    nm = _Namer(sk, lps)
+
+    def end_near(p: tuple[float, float, float]) -> int:
+        return min(nm.ends, key=lambda e: float(np.linalg.norm(lps[e] - np.asarray(p))))
+
+    nm.vertebrobasilar({"P_L": end_near((22, 26, 143)), "P_R": end_near((-22, 26, 143))}, set())
+    ba = lps[list(nm.vessels["BA"].nodes)]
+    assert ba[:, 2].max() - ba[:, 2].min() > 15.0  # the basilar's 18 mm, not a P1 stub
+    assert np.abs(ba[:, 0]).max() <= 8.0
+    va = lps[list(nm.vessels["VA_L"].nodes)]
+    assert np.linalg.norm(va[0] - (18.0, 22.0, 40.0)) < 5.0  # the vertebral, not the carotid
