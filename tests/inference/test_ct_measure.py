@@ -108,3 +108,37 @@ def test_refit_recentres_an_off_centre_mask_on_the_nodule() -> None:
     assert abs(out.center_kji[2] - 24.0) < 1.0
     m = measure(out.mask, volume.array[out.box], SPACING)
     assert abs(m.axes.mean_mm - 10.0) <= 1.5, m.axes
+
+
+def _strands(
+    hu: npt.NDArray[np.int16], radius: float, tilt_deg: float, value: int = -560
+) -> npt.NDArray[np.int16]:
+    """Six thin (0.8 mm) 7 mm strands leaving a ball at the grid's centre, each tilted
+    ``tilt_deg`` from the radial direction (0: a spicule aimed at the centre)."""
+    out = hu.copy()
+    c = np.array([n / 2 for n in hu.shape])
+    pts = np.indices(hu.shape).reshape(3, -1).T.astype(np.float64)
+    dirs = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+    sides = [(0, 1, 0), (0, 0, 1), (1, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0)]
+    t = np.deg2rad(tilt_deg)
+    for d, s in zip(dirs, sides, strict=True):
+        dv, sv = np.asarray(d, float), np.asarray(s, float)
+        start = c + radius * dv
+        e = np.cos(t) * dv + np.sin(t) * sv
+        rel = pts - start
+        along = np.clip(rel @ e, 0.0, 7.0)
+        near = np.linalg.norm(rel - along[:, None] * e, axis=1) <= 0.8
+        out.reshape(-1)[near & (np.linalg.norm(pts - c, axis=1) > radius)] = value
+    return out
+
+
+def test_strands_that_miss_a_ground_glass_nodules_centre_are_not_spicules() -> None:
+    """Issue 4: vessels grazing a large round ground-glass nodule, tilted 40 degrees off
+    radial (inside the SPICULE_COS cone), made it spiculated and stretched its long axis
+    to their ends; strands aimed at its centre still make it spiculated."""
+    hu, nodule = _ggn((48, 48, 48), 9.0)
+    grazing = measure(nodule, _strands(hu, 9.0, 40.0), SPACING)
+    assert grazing.margin != "spiculated", grazing
+    assert abs(grazing.axes.mean_mm - 19.0) <= 1.5, grazing
+    aimed = measure(nodule, _strands(hu, 9.0, 0.0), SPACING)
+    assert aimed.margin == "spiculated", aimed
