@@ -62,34 +62,7 @@ class CeleryJobQueue(LocalJobQueue):
         self.settings = settings
         self.app = app or make_app(settings)
 
-    def enqueue(
-        self,
-        kind: str,
-        dedupe_key: str,
-        *,
-        study_uid: str | None = None,
-        series_uid: str | None = None,
-        pipeline: str | None = None,
-        payload: dict[str, Any] | None = None,
-    ) -> int | None:
-        job_id = super().enqueue(
-            kind,
-            dedupe_key,
-            study_uid=study_uid,
-            series_uid=series_uid,
-            pipeline=pipeline,
-            payload=payload,
-        )
-        if job_id is not None:
-            self.wake(job_id)
-        return job_id
-
-    def defer(self, job_id: int, delay_s: float, message: str) -> None:
-        super().defer(job_id, delay_s, message)
-        self.wake(job_id, delay_s)
-
-    def retry_later(self, job_id: int, delay_s: float, message: str) -> None:
-        super().retry_later(job_id, delay_s, message)
+    def queued(self, job_id: int, delay_s: float) -> None:
         self.wake(job_id, delay_s)
 
     def wake(self, job_id: int, countdown_s: float = 0.0) -> bool:

@@ -108,7 +108,13 @@ class LocalJobQueue:
             "job queued",
             extra={"job_id": job_id, "kind": kind, "series_uid": series_uid, "pipeline": pipeline},
         )
+        if job_id is not None:
+            self.queued(job_id, 0.0)
         return job_id
+
+    def queued(self, job_id: int, delay_s: float) -> None:
+        """Called after a job is committed as queued (due in ``delay_s``). Workers here poll
+        the table, so nothing to do; a backend that pushes work to workers announces it."""
 
     def claim(self, worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:
         """Claim the oldest due job (or one whose lease expired); None when idle."""
@@ -190,6 +196,7 @@ class LocalJobQueue:
                     attempts=jobs.c.attempts - 1,
                 )
             )
+        self.queued(job_id, delay_s)
 
     def retry_later(self, job_id: int, delay_s: float, message: str) -> None:
         """Put a failed attempt back in the queue after ``delay_s``."""
@@ -204,3 +211,4 @@ class LocalJobQueue:
                     run_after=utcnow() + timedelta(seconds=delay_s),
                 )
             )
+        self.queued(job_id, delay_s)
