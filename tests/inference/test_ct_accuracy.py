@@ -1,20 +1,24 @@
-"""Acceptance of the CT nodule measurement (issue 4) on the held-out phantoms 9000-9023:
-of the nodules >= 6 mm the pipeline finds at its operating threshold, >= 90 % with the
-mean diameter within 1.5 mm of the truth, the type right and the Lung-RADS category right.
+"""Acceptance of the CT nodule pipeline on the held-out phantoms 9000-9023 (164 nodules
+>= 4 mm), one evaluation for all of it. Issue 3: LUNA16 CPM >= 0.85, sensitivity >= 0.90 at
+1 FP/scan; issue 4: every nodule >= 6 mm found at the operating threshold, and of those
+found >= 90 % with the mean diameter within 1.5 mm of the truth, the type right and the
+Lung-RADS category right. Where each miss is lost: training/ct_nodule/diagnose.py.
 
-Slow (the whole pipeline on 24 phantoms: about 13 min on the shared 2-core machine at load
+Slow (the whole pipeline on 24 phantoms: 3.4 min on the quiet 2-core machine, about 13 min at load
 8-10); CI runs the fixed-nodule guard in ``test_ct_measure_phantom.py`` instead.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from models.registry import ModelRegistry
 from training.ct_nodule.config import load_config
-from training.ct_nodule.diagnose_measure import CONFIG
 from training.ct_nodule.evaluate import evaluate_phantoms, held_out_phantoms, onnx_runner
 
+CONFIG = Path(__file__).resolve().parents[2] / "training" / "configs" / "ct_nodule.toml"
 SEEDS = list(range(9000, 9024))
 TARGET = 0.9
 # the metrics fixture runs the whole pipeline on 24 phantoms: beyond the 600 s default
@@ -58,3 +62,19 @@ def test_diameter_within_1_5_mm(metrics: dict[str, float]) -> None:
 )
 def test_lung_rads_accuracy(metrics: dict[str, float]) -> None:
     assert metrics["lung_rads_accuracy"] >= TARGET
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # a crash is an error, not the known shortfall
+    reason=(
+        "ct_nodule 1.2.0 on 9000-9023: CPM 0.821, sensitivity at 1 FP/scan 0.829, "
+        "104/130 nodules >= 6 mm at 0.996; 24 of 164 never detected (12 beyond the "
+        "400-candidate cap, 10 without a candidate, 1 outside the lung mask, 1 merged away)"
+    ),
+)
+def test_held_out_cpm_sensitivity_and_large_nodules(metrics: dict[str, float]) -> None:
+    assert metrics["n_nodules"] == 164
+    assert metrics["cpm"] >= 0.85
+    assert metrics["sensitivity_at_1fp"] >= 0.90
+    assert metrics["sensitivity_ge6mm_at_threshold"] == 1.0
