@@ -375,7 +375,10 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def create_all(self) -> None:
-        metadata.create_all(self.engine)
+        """Create missing tables and apply additive upgrades to existing ones."""
+        from countyread.schema_upgrade import ensure_schema  # imports metadata from here
+
+        ensure_schema(self.engine)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
