@@ -33,6 +33,9 @@ class DataConfig(BaseModel):
     # ``hard_negatives_per_case`` of the highest-scoring ones are always kept at load time
     hard_negative_model: Path | None = None
     hard_negatives_per_case: int = 0
+    # every negative ranked below this is stored (and scored) too: mining for a larger
+    # inference cap needs the candidates beyond the current one (0: head and tail only)
+    mine_ranks: int = Field(default=0, ge=0)
 
     @property
     def train_list(self) -> list[int]:

@@ -152,12 +152,15 @@ def volume_patches(
         elif (dist > t_rad + 3.0).all():
             negatives.append((rank, c))
     # the ranked head of the list is what inference sees; add a random tail too
-    head = [c for r, c in negatives if r < MAX_CANDIDATES][: data.negatives_per_case * 2 // 3]
-    rest = [c for r, c in negatives if r >= MAX_CANDIDATES]
+    head = [(r, c) for r, c in negatives if r < MAX_CANDIDATES][: data.negatives_per_case * 2 // 3]
+    rest = [(r, c) for r, c in negatives if r >= MAX_CANDIDATES]
     n_tail = min(len(rest), data.negatives_per_case - len(head))
     tail = [rest[i] for i in rng.choice(len(rest), n_tail, replace=False)] if n_tail > 0 else []
+    taken = {r for r, _ in head + tail}
+    # a larger cap scores ranks the head skips: the mined ones carry the reference score
+    mined = [(r, c) for r, c in negatives if r < data.mine_ranks and r not in taken]
     n_before = len(patches)
-    for c in head + tail:
+    for _, c in head + tail + mined:
         s = patch_spacing(c.radius_mm)
         patches.append(extract_patch(vol.array, c.center_kji, s, sp))
         masks.append(np.zeros((PATCH, PATCH, PATCH), np.uint8))

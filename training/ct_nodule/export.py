@@ -102,6 +102,7 @@ def _notes(cfg: NoduleTrainingConfig) -> str:
         parts.append(
             f"{d.hard_negatives_per_case} hard negatives per case mined with "
             f"{d.hard_negative_model}"
+            + (f" among candidates ranked below {d.mine_ranks}" if d.mine_ranks else "")
         )
     if d.validation_list:
         parts.append(
