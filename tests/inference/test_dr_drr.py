@@ -30,6 +30,14 @@ SEEDS = range(500000, 500008)
 # 1.00 FP/image (1.3.0: 3/6 at 0.88; 1.2.0: 3/6 at 0.50; 1.1.0, trained mostly on analytic
 # phantoms, found 1 of all 10 at its operating point). On the 60-film DRR held-out set
 # 1.4.0 reaches 0.70 at 1 FP/image (1.3.0: 0.64; 1.2.0: 0.49). strict: an XPASS fails.
+# Where the 60-film set loses its 14 (training.dr.diagnose, 2026-12-07): 8 have no peak at
+# all. 8 are solid or part-solid with the phantom's CNR <= 1.03 (4 of the 12 below 1.05
+# found; 29 of the 35 above); the other 6 are calcified (CNR 1.2-2.7; 17 of 23 calcified
+# found), and those looked at lie on the lung's edge (diaphragm dome, mediastinal border)
+# where, at 256 input pixels, little of them shows. Rescoring candidates (logistic on score
+# and predicted size, fitted on analytic seeds 940000..940299) lifts the analytic set 0.772
+# -> 0.784 at 1 FP/image but costs DRRs 0.617 -> 0.596 at 0.5 FP/image; with local contrast
+# features too, analytic 0.769 and DRR 0.574: not taken.
 @pytest.mark.xfail(
     strict=True, raises=AssertionError, reason="dr_nodule 1.4.0 on CT-projection DRRs: 4/6 found"
 )

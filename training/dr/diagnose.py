@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = ort_runner(path)
     m = artifact.card.metrics
     samples = [synth_sample(s) for s in range(*args.seeds)]
-    _report("analytic", run, samples, m["ge10mm_threshold_at_1_fp"])
+    if samples:  # --seeds 0 0: the DRR set only
+        _report("analytic", run, samples, m["ge10mm_threshold_at_1_fp"])
     seeds = [s for s in range(*args.drr_seeds) if (args.drr_dir / f"{s}.npz").is_file()]
     if seeds:
         drr = load_dir(args.drr_dir, seeds)
