@@ -16,7 +16,8 @@ import torch
 from monai.losses import DiceCELoss
 from tqdm import tqdm
 
-from training.cta.data import make_case, sample_patches
+from training.cta.data import make_case, positive_pool, sample_patches
+from training.cta.losses import soft_cldice_loss
 from training.cta.model import build_net
 from training.cta.project_cases import load_cases
 
@@ -53,17 +54,30 @@ def train(config_path: Path, resume: bool = True) -> Path:
     if cfg.get("project_cases"):
         # project phantoms (training.phantoms.cta), cached by training.cta.project_cases
         cases += load_cases(Path(cfg["project_cases"]))
+    # thin_power > 0: centre positive patches per millimetre of vessel, not per voxel
+    thin_power = float(cfg.get("thin_power", 0.0))
+    pools = [positive_pool(c.label, thin_power) for c in cases] if thin_power > 0 else None
     logger.info("cases ready", extra={"n": len(cases), "s": round(time.perf_counter() - t0, 1)})
     loss_fn = DiceCELoss(sigmoid=True)
+    cl_weight = float(cfg.get("cldice_weight", 0.0))
+    cl_iters = int(cfg.get("cldice_iterations", 5))
     rng = np.random.default_rng(start)
     net.train()
     bar = tqdm(range(start, iterations), initial=start, total=iterations, desc="cta")
     for it in bar:
         x, y = sample_patches(
-            cases, rng, int(cfg["batch"]), int(cfg["patch"]), float(cfg["positive_fraction"])
+            cases,
+            rng,
+            int(cfg["batch"]),
+            int(cfg["patch"]),
+            float(cfg["positive_fraction"]),
+            pools,
         )
         opt.zero_grad()
-        loss = loss_fn(net(torch.from_numpy(x)), torch.from_numpy(y))
+        logits, target = net(torch.from_numpy(x)), torch.from_numpy(y)
+        loss = loss_fn(logits, target)
+        if cl_weight > 0:
+            loss = (1 - cl_weight) * loss + cl_weight * soft_cldice_loss(logits, target, cl_iters)
         loss.backward()
         opt.step()
         sched.step()

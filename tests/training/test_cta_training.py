@@ -1,0 +1,122 @@
+"""CTA vessel training pieces (warm start, soft clDice, thin-vessel sampling) and the
+issue 3 acceptance (Dice >= 0.90 and clDice >= 0.90 on both held-out phantom sets)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from inference.cta.segment import logit_of
+from models.registry import ModelRegistry
+
+torch = pytest.importorskip("torch", reason="torch is the training extra")
+
+TARGET = 0.90
+SYNTH_HELD_OUT = [900, 901, 902, 903]
+PROJECT_HELD_OUT = [950, 951]
+
+
+def _tubes(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A thick (r 4) and a thin (r 1.2) straight vessel along the column axis."""
+    z, y = np.indices(shape[:2])
+    thick = ((z - 10) ** 2 + (y - 10) ** 2 <= 16)[:, :, None] & np.ones(shape, bool)
+    thin = ((z - 24) ** 2 + (y - 24) ** 2 <= 1.44)[:, :, None] & np.ones(shape, bool)
+    return thick, thin
+
+
+def test_warm_start_reproduces_the_shipped_onnx() -> None:
+    from training.cta.warm_start import from_onnx
+
+    path = ModelRegistry().load("cta_vessels").onnx_path
+    rng = np.random.default_rng(0)
+    calib = torch.from_numpy(rng.normal(0, 1, (2, 1, 32, 32, 32)).astype(np.float32))
+    net = from_onnx(path, calib)
+    net.eval()
+    x = rng.normal(0, 1, (1, 1, 40, 32, 48)).astype(np.float32)
+    with torch.no_grad():
+        ours = net(torch.from_numpy(x)).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"image": x})[0]
+    assert np.abs(ours - ref).max() < 1e-3 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_soft_cldice_counts_a_missed_thin_vessel() -> None:
+    from training.cta.losses import soft_cldice_loss, soft_skeleton
+
+    thick, thin = _tubes((32, 32, 32))
+    target = torch.from_numpy((thick | thin).astype(np.float32))[None, None]
+    skel = soft_skeleton(target, 5)[0, 0].numpy()
+    # the skeleton runs along the axes, not over the walls
+    assert skel[10, 10, 16] > 0.5 and skel[24, 24, 16] > 0.5
+    assert skel[10, 14, 16] < 0.5 and skel[6, 10, 16] < 0.5
+    perfect = (target * 2 - 1) * 20
+    only_thick = torch.from_numpy(np.where(thick, 20.0, -20.0).astype(np.float32))[None, None]
+    missed = float(soft_cldice_loss(only_thick, target))
+    # Dice barely notices the thin vessel (~8 % of the voxels); clDice loses ~ a third
+    assert float(soft_cldice_loss(perfect, target)) < 0.05
+    assert missed > 0.2
+
+
+def test_positive_pool_centres_per_millimetre_not_per_voxel() -> None:
+    from training.cta.data import positive_pool
+
+    thick, thin = _tubes((32, 32, 64))
+    label = (thick | thin).astype(np.uint8)
+    sub_thin = thin[::2, ::2, ::2].ravel()
+
+    def thin_share(power: float) -> float:
+        pool = positive_pool(label, power)
+        p = np.diff(np.r_[0.0, pool.cumulative])
+        return float(p[sub_thin[pool.index]].sum())
+
+    per_voxel, per_mm = thin_share(0.0), thin_share(2.0)
+    assert per_voxel < 0.15  # per voxel: the thick vessel dominates
+    # nearer per millimetre (0.27 here: the 5-voxel window under-reads the radius at a
+    # thick vessel's wall, so it still gets ~2.7 times the odds per millimetre)
+    assert per_mm > 0.2 and per_mm > 3 * per_voxel
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict[str, float]:
+    from training.cta.evaluate import evaluate, evaluate_project
+
+    art = ModelRegistry().load("cta_vessels")
+    sess = ort.InferenceSession(str(art.onnx_path), providers=["CPUExecutionProvider"])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(sess.run(None, {"image": x})[0])
+
+    logit = logit_of(art.card.operating_threshold)
+    return evaluate(SYNTH_HELD_OUT, predict, logit) | evaluate_project(
+        PROJECT_HELD_OUT, predict, logit
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="1.2.0 (shipped default): 0.890 vs 0.90"
+)
+def test_acceptance_synthetic_dice(held_out: dict[str, float]) -> None:
+    assert held_out["dice_mean"] >= TARGET
+
+
+@pytest.mark.slow
+def test_acceptance_synthetic_cldice(held_out: dict[str, float]) -> None:
+    assert held_out["cldice_mean"] >= TARGET
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="1.2.0 (shipped default): 0.871 vs 0.90"
+)
+def test_acceptance_project_dice(held_out: dict[str, float]) -> None:
+    assert held_out["project_dice_mean"] >= TARGET
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="1.2.0 (shipped default): 0.681 vs 0.90"
+)
+def test_acceptance_project_cldice(held_out: dict[str, float]) -> None:
+    assert held_out["project_cldice_mean"] >= TARGET
