@@ -30,6 +30,11 @@ KIND_HU: dict[str, tuple[float, float]] = {
     "calcified": (350.0, 900.0),
 }
 SOLID_CORE_HU = (5.0, 45.0)
+# Spicule strands (``draw_nodule``): width at the core (plus 0.2 of the radius), width at
+# the tip and the least length beyond the core's edge, in mm.
+SPICULE_BASE_MM = 1.4
+SPICULE_TIP_MM = 1.0
+SPICULE_MIN_LENGTH_MM = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +108,17 @@ def draw_nodule(
     """
     radius = spec.diameter_mm / 2.0
     reach = radius * (2.1 if spec.shape == "spiculated" else 1.2) + 2.0
-    box = grid.box(center - reach, center + reach)
-    if box is None:
+    # the texture's box: its size sets how many random numbers the texture draws, so it
+    # stays as it was and every seed keeps its other nodules, noise and placements
+    tex_box = grid.box(center - reach, center + reach)
+    if tex_box is None:
         return None
     edge = float(np.mean(grid.spacing[1:])) * 0.9
+    box = tex_box
+    if spec.shape == "spiculated":
+        far = radius * 1.9 + SPICULE_MIN_LENGTH_MM + SPICULE_TIP_MM + edge
+        grown = grid.box(center - max(far, reach), center + max(far, reach))
+        box = grown if grown is not None else tex_box
     rot = random_rotation(rng)
     if spec.location == "perifissural" and normal is not None:
         rot = _frame_with_axis(np.asarray(normal, dtype=np.float64), rng)
@@ -130,8 +142,16 @@ def draw_nodule(
         for _ in range(int(rng.integers(6, 15))):
             d = rng.normal(size=3)
             d /= np.linalg.norm(d)
-            tip = center + d * radius * rng.uniform(1.2, 1.9)
-            spic = segment_depth(grid, box, center, tip, 0.16 * radius + 0.3, 0.15)
+            # Each spicule leaves the core (0.78 of the radius) as a strand about
+            # SPICULE_BASE_MM + 0.2 * radius wide and narrows to SPICULE_TIP_MM, at least
+            # SPICULE_MIN_LENGTH_MM out, so that it shows on a 1.2-1.4 mm pixel, 2.5 mm
+            # slice as a spiculated nodule does on CT; the previous strands (0.16 * radius
+            # + 0.3 mm at the centre to 0.15 mm at the tip) were sub-pixel beyond the core
+            # of nodules under about 16 mm and left them looking round.
+            tip = center + d * (radius * rng.uniform(1.2, 1.9) + SPICULE_MIN_LENGTH_MM)
+            base = center + d * radius * 0.5
+            r_base = (SPICULE_BASE_MM + 0.2 * radius) / 2.0
+            spic = segment_depth(grid, box, base, tip, r_base, SPICULE_TIP_MM / 2.0)
             np.maximum(depth, spic, out=depth)
     occ = soft_edge(depth, edge)
     core = np.zeros_like(occ)
@@ -146,8 +166,12 @@ def draw_nodule(
     lo, hi = KIND_HU[spec.kind]
     mean_hu = rng.uniform(lo, hi)
     texture_sd = {"solid": 12.0, "part_solid": 45.0, "ground_glass": 45.0, "calcified": 80.0}
-    tex = ndimage.gaussian_filter(rng.standard_normal(occ.shape).astype(np.float32), 1.0)
+    tex_shape = tuple(s.stop - s.start for s in tex_box)
+    tex = ndimage.gaussian_filter(rng.standard_normal(tex_shape).astype(np.float32), 1.0)
     tex *= np.float32(texture_sd[spec.kind] / max(float(tex.std()), 1e-3))
+    if box != tex_box:  # spicules reach beyond the texture's box: repeat it out to them
+        pad = [(t.start - b.start, b.stop - t.stop) for t, b in zip(tex_box, box, strict=True)]
+        tex = np.pad(tex, pad, mode="wrap")
     hu = (np.float32(mean_hu) + tex).astype(np.float32)
     return NoduleDraw(box, occ, core, hu, core_hu)
 
