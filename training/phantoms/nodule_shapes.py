@@ -31,7 +31,7 @@ KIND_HU: dict[str, tuple[float, float]] = {
 }
 SOLID_CORE_HU = (5.0, 45.0)
 # Spicule strands (``draw_nodule``): width at the core (plus 0.2 of the radius), width at
-# the tip and the least length beyond the core's edge, in mm.
+# the tip, and how much further out the tip lies than it used to (1.2-1.9 radii), in mm.
 SPICULE_BASE_MM = 1.4
 SPICULE_TIP_MM = 1.0
 SPICULE_MIN_LENGTH_MM = 3.0
@@ -143,11 +143,12 @@ def draw_nodule(
             d = rng.normal(size=3)
             d /= np.linalg.norm(d)
             # Each spicule leaves the core (0.78 of the radius) as a strand about
-            # SPICULE_BASE_MM + 0.2 * radius wide and narrows to SPICULE_TIP_MM, at least
-            # SPICULE_MIN_LENGTH_MM out, so that it shows on a 1.2-1.4 mm pixel, 2.5 mm
-            # slice as a spiculated nodule does on CT; the previous strands (0.16 * radius
-            # + 0.3 mm at the centre to 0.15 mm at the tip) were sub-pixel beyond the core
-            # of nodules under about 16 mm and left them looking round.
+            # SPICULE_BASE_MM + 0.2 * radius wide and narrows to SPICULE_TIP_MM at a tip
+            # 1.2-1.9 radii plus SPICULE_MIN_LENGTH_MM from the centre, so that it shows on
+            # a 1.2-1.4 mm pixel, 2.5 mm slice as a spiculated nodule does on CT; the
+            # previous strands (0.16 * radius + 0.3 mm at the centre to 0.15 mm at the
+            # tip, 1.2-1.9 radii out) were sub-pixel beyond the core of nodules under
+            # about 16 mm and left them looking round.
             tip = center + d * (radius * rng.uniform(1.2, 1.9) + SPICULE_MIN_LENGTH_MM)
             base = center + d * radius * 0.5
             r_base = (SPICULE_BASE_MM + 0.2 * radius) / 2.0
