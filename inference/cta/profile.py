@@ -23,6 +23,7 @@ F64 = npt.NDArray[np.float64]
 STEP_MM = 0.5
 PLANE_STEP_MM = 0.3
 CALCIUM_MARGIN_HU = 200.0
+CALCIUM_HALO_MM = 0.9
 #: A section's lumen: the region above half-way from tissue to lumen HU touching the
 #: centre, grown by RIM_STEPS plane steps (0.9 mm) for the partial-volume rim. A wider
 #: rim (1.5 mm) took in a neighbouring vein or branch and read stenoses 10-20 points low.
@@ -145,6 +146,14 @@ def measure(
         frac[over & inside] = 1.0
         over &= ~inside
     frac[over] = 0.0
+    calc = plaque(pts) & disk[None] if plaque is not None else np.zeros(vals.shape, dtype=bool)
+    if (over & calc).any():
+        # blur spreads a plaque's calcium (800-1500 HU) into a rim between lumen and
+        # calcium HU that the area would count as lumen, and a plaque sits where the
+        # lumen narrows: that rim read a 59 % internal carotid stenosis as 49 %. Nothing
+        # within CALCIUM_HALO_MM of calcium counts (0.6 / 0.9 / 1.2 mm read its waist
+        # 3.38 / 2.05 / 1.52 mm for 2.23 mm; seed 605 of training.cta.diagnose).
+        frac[ndimage.binary_dilation(over & calc, structure=_halo_ball())] = 0.0
     near = (gu**2 + gw**2) <= 1.5**2
     # the centre tube is always allowed: a bridged gap (lumen below one work voxel) has
     # no segmented voxels for the gate to admit
@@ -159,7 +168,6 @@ def measure(
         own = np.ones(vals.shape, dtype=bool)
         own[cand] = foreign(pts[cand]) > np.broadcast_to(rr, vals.shape)[cand]
         allowed = allowed & own
-    calc = plaque(pts) & disk[None] if plaque is not None else np.zeros(vals.shape, dtype=bool)
     centre = len(g) // 2
     f = frac * allowed
     # connected bright region around the centre of each plane, grown for the
@@ -194,6 +202,15 @@ def measure(
     ring = use & walled
     diam[ring] = d_ray[ring]
     return Profile(q, t, arc, diam, has_calc)
+
+
+def _halo_ball() -> npt.NDArray[np.bool_]:
+    """In-plane disk of radius CALCIUM_HALO_MM (no reach across planes)."""
+    h = round(CALCIUM_HALO_MM / PLANE_STEP_MM)
+    yy, xx = np.mgrid[-h : h + 1, -h : h + 1]
+    ball = np.zeros((3, 2 * h + 1, 2 * h + 1), dtype=bool)
+    ball[1] = yy**2 + xx**2 <= h**2
+    return ball
 
 
 def ray_diameters(

@@ -40,6 +40,9 @@ MAX_GROWN_RADIUS_VOX = 4.0
 #: the growth also needs some network evidence: a logit above this (p ~ 0.05).
 SHELL_MIN_LOGIT = -3.0
 SKIPPED_LOGIT = -30.0
+#: A calcified plaque is at most this many voxels above calcium HU (a 4 mm blob);
+#: bone pieces are bigger.
+PLAQUE_MAX_VOXELS = 60
 
 
 def logit_of(probability: float) -> float:
@@ -255,8 +258,14 @@ def segment(
 
 
 def calcified_plaques(hu: npt.NDArray[np.float32], vessels: BOOL, calcium_hu: float) -> BOOL:
-    """Small very bright blobs against the lumen: calcium, not bone (bone pieces are big)."""
-    bright = (hu > calcium_hu) & ~vessels
+    """Small very bright blobs at the lumen: calcium, not bone (bone pieces are big).
+
+    The network often labels a plaque that bulges into the lumen as vessel (it is bright
+    and inside the wall): blobs inside the mask count too. A vertebral artery's lumen
+    lifted above calcium by the bone of its foramen is no blob of its own: it joins the
+    bone ring, which is big.
+    """
+    bright = hu > calcium_hu
     labels, n = ndimage.label(bright)
     if n == 0:
         return np.zeros_like(vessels)
@@ -264,6 +273,6 @@ def calcified_plaques(hu: npt.NDArray[np.float32], vessels: BOOL, calcium_hu: fl
     near = ndimage.binary_dilation(vessels, iterations=2)
     touching = np.zeros(n + 1, dtype=bool)
     touching[np.unique(labels[near & bright])] = True
-    keep = touching & (sizes <= 60)
+    keep = touching & (sizes <= PLAQUE_MAX_VOXELS)
     keep[0] = False
     return np.asarray(keep[labels])

@@ -156,6 +156,56 @@ def test_lumen_in_a_bony_ring_reads_its_own_calibre(
     assert got == pytest.approx(4.0, abs=0.6)
 
 
+def _tube_with_plaque(spacing: float = 0.5) -> tuple[Volume, npt.NDArray[np.float64], float]:
+    """A vertical 4.4 mm lumen (330 HU) with a calcified plaque (1200 HU, radius 1.1 mm)
+    in its wall half-way up, bulging into the lumen as the phantoms' do; blurred 0.7 mm.
+    Returns the volume, the plaque centre (LPS) and its radius."""
+    n, m = int(40 / spacing), int(24 / spacing)
+    z = (np.arange(n) * spacing)[:, None, None]
+    y = ((np.arange(m) - (m - 1) / 2) * spacing)[None, :, None]
+    x = ((np.arange(m) - (m - 1) / 2) * spacing)[None, None, :]
+    hu = np.where(np.hypot(x, y) < 2.2, 330.0, 40.0) + 0.0 * z
+    centre = np.array([2.2 + 0.3 * 1.1, 0.0, 20.0])
+    blob = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) < 1.1
+    hu = np.where(blob, 1200.0, hu)
+    hu = ndimage.gaussian_filter(hu, (0.3 / spacing, 0.7 / spacing, 0.7 / spacing))
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-(m - 1) / 2 * spacing, -(m - 1) / 2 * spacing, 0.0]
+    return Volume(np.round(hu).astype(np.int16), affine), centre, 1.1
+
+
+def test_calcified_plaque_inside_the_lumen_mask_is_found_and_not_read_as_lumen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 5 (seed 605): the network labels a plaque that bulges into the lumen as
+    vessel, so it was no plaque (only blobs outside the mask were), counted as lumen, and
+    its blurred rim too: a 59 % internal carotid stenosis read 49 %."""
+    import inference.cta.profile as profile
+    from inference.cta.segment import calcified_plaques
+
+    vol, centre, radius = _tube_with_plaque()
+    lps = vol.index_to_lps(np.argwhere(np.ones(vol.shape, dtype=bool)))
+    inside_tube = (np.hypot(lps[:, 0], lps[:, 1]) < 2.6).reshape(vol.shape)
+    found = calcified_plaques(vol.array.astype(np.float32), inside_tube, 600.0)
+    assert found.any() and not (found & ~ndimage.binary_dilation(inside_tube, iterations=3)).any()
+
+    def plaque(pts: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        return np.asarray(np.linalg.norm(pts - centre, axis=-1) < radius + 1.0)
+
+    def lumen(pts: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        return np.asarray(np.hypot(pts[..., 0], pts[..., 1]) < 2.6) & ~plaque(pts)
+
+    path = np.c_[np.zeros(60), np.zeros(60), np.linspace(5, 35, 60)]
+    inten = Intensities(330.0, 40.0)
+    prof = measure(vol, path, 2.2, inten, plaque=plaque, lumen=lumen)
+    at = np.abs(prof.points[:, 2] - centre[2]) < 0.6
+    assert prof.calcium[at].all()
+    monkeypatch.setattr(profile, "CALCIUM_HALO_MM", 0.0)
+    rim = measure(vol, path, 2.2, inten, plaque=plaque, lumen=lumen)
+    assert rim.diameter_mm[at].min() > 4.4  # the problem: wider than the open lumen
+    assert prof.diameter_mm[at].min() < 4.0  # the plaque narrows the lumen
+
+
 def test_grades_follow_design_section_5() -> None:
     assert [grade_of(p) for p in (10, 49.9, 50, 69.9, 70, 99, 100)] == [
         "mild",
@@ -380,3 +430,58 @@ def test_basilar_runs_down_the_midline_not_through_a_communicating_artery() -> N
     assert np.abs(ba[:, 0]).max() <= 8.0
     va = lps[list(nm.vessels["VA_L"].nodes)]
     assert np.linalg.norm(va[0] - (18.0, 22.0, 40.0)) < 5.0  # the vertebral, not the carotid
+
+
+def _vertebrobasilar(lines: list[list[tuple[float, float, float]]]):  # type: ignore[no-untyped-def]
+    """Basilar (tip at z = 140), both P1s and ``lines``, named from the basilar down."""
+    from inference.cta.naming import _Namer
+
+    shape = (160, 80, 80)
+    mask = _polyline_mask(
+        [
+            [(0, 20, 140), (0, 20, 122)],  # basilar
+            [(0, 20, 140), (10, 22, 141), (22, 26, 143)],  # P1_L
+            [(0, 20, 140), (-10, 22, 141), (-22, 26, 143)],  # P1_R
+            [(0, 20, 122), (6, 22, 112), (18, 22, 100), (18, 22, 2)],  # VA_L
+            *lines,
+        ],
+        shape,
+    )
+    sk = bridge_gaps(skeletonize(mask, 1.0), 1.0)
+    lps = np.stack(
+        [sk.points[:, 2] - shape[2] / 2, sk.points[:, 1] - shape[1] / 2, sk.points[:, 0]], axis=1
+    ).astype(np.float64)
+    nm = _Namer(sk, lps)
+
+    def end_near(p: tuple[float, float, float]) -> int:
+        return min(nm.ends, key=lambda e: float(np.linalg.norm(lps[e] - np.asarray(p))))
+
+    nm.vertebrobasilar({"P_L": end_near((22, 26, 143)), "P_R": end_near((-22, 26, 143))}, set())
+    return nm, lps
+
+
+def test_vertebral_lost_at_the_atlas_loop_is_named_down_the_neck() -> None:
+    """Issue 5, seeds 704-706 of training.cta.diagnose: the right vertebral's lumen is
+    lost where it loops round the atlas; the way down from the confluence ends in a stub
+    there and the neck segment, where its 69 % and 97 % stenoses sat, went unnamed."""
+    nm, lps = _vertebrobasilar(
+        [
+            # stub: from the confluence down to z = 100, then curling back at z = 92
+            [(0, 20, 122), (-6, 22, 112), (-18, 22, 100), (-18, 30, 92)],
+            [(-18, 22, 88), (-18, 22, 2)],  # the neck segment, its own piece
+        ]
+    )
+    va = lps[list(nm.vessels["VA_R"].nodes)]
+    assert va[:, 2].min() < 10.0 and np.ptp(va[:, 2]) > 70.0
+    assert va[0, 2] < va[-1, 2]  # proximal (the origin) first
+    assert np.abs(va[:, 0] + 18.0).max() < 3.0
+
+
+def test_loose_vertebral_is_named_from_its_origin_up() -> None:
+    """A vertebral whose junction with the basilar is lost (_Namer.loose_vertebral) was
+    named top down: its grading skipped the wrong end and its references took in the
+    subclavian below its origin (seed 709: a false 60 % vertebral stenosis)."""
+    nm, lps = _vertebrobasilar([[(-5, 22, 116), (-18, 22, 100), (-18, 22, 2)]])
+    va = lps[list(nm.vessels["VA_R"].nodes)]
+    assert np.ptp(va[:, 2]) > 80.0
+    assert va[0, 2] < va[-1, 2]
