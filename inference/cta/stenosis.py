@@ -174,6 +174,12 @@ def assess(
         a, b = _run(d, i, NARROW_FRACTION * ref0)
         gap = int(2.0 / STEP_MM)
         free[max(lo, min(a, i - gap)) : max(b, i + gap + 1)] = False
+        if free_end and b >= hi:
+            # a narrowing that runs on to the traced end of a branch never recovers: the
+            # trace went on into a smaller branch past the artery's end (an M1 into an
+            # M2 read as a 57 % stenosis, seed 808 of training.cta.diagnose) or it
+            # tapers; a lesion has normal lumen beyond it
+            continue
         ref = _reference(d, a, b, lo, hi, ref_lo, ref0, is_ica)
         dmin_i = _waist(prof.diameter_mm, d, i, lo, hi)
         pct = float(np.clip(100.0 * (1.0 - dmin_i / ref), 0.0, 99.0))

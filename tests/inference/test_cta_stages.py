@@ -17,7 +17,7 @@ from inference.cta.centerline import Skeleton, bridge_gaps, degree, skeletonize
 from inference.cta.graph import build_graph
 from inference.cta.grid import resample, work_grid
 from inference.cta.naming import name_vessels
-from inference.cta.profile import Intensities, measure
+from inference.cta.profile import STEP_MM, Intensities, Profile, measure
 from inference.cta.select import check_arterial, select_cta_series
 from inference.cta.stenosis import assess, grade_of
 from inference.pipeline import SeriesInput, StudyInput
@@ -216,6 +216,34 @@ def test_grades_follow_design_section_5() -> None:
         "severe",
         "occlusion",
     ]
+
+
+def _branch_profile(diameter: npt.NDArray[np.float64]) -> Profile:
+    """A straight branch sampled every STEP_MM with the given calibres."""
+    n = len(diameter)
+    arc = np.arange(n, dtype=np.float64) * STEP_MM
+    return Profile(
+        np.c_[arc, np.zeros(n), np.zeros(n)],
+        np.tile([1.0, 0.0, 0.0], (n, 1)),
+        arc,
+        np.asarray(diameter, dtype=np.float64),
+        np.zeros(n, dtype=bool),
+    )
+
+
+def test_branch_narrowing_to_its_traced_end_is_no_stenosis() -> None:
+    """Issue 5, seed 808 of training.cta.diagnose: the middle cerebral's trace ran on past
+    its end into a 1.6 mm branch, read as a 57 % stenosis (and mild 33-38 % ones on most
+    open M1s and external carotids). A narrowing that never recovers before the traced
+    end of a branch is not graded; one with normal lumen beyond it is."""
+    arc = np.arange(80) * STEP_MM  # a 40 mm middle cerebral, 2.6 mm wide
+    step = np.where(arc < 28.0, 2.6, 1.2)  # on into a 1.2 mm branch at 28 mm
+    assert assess("M1_L", _branch_profile(step), free_end=True, branch=True) is None
+    waist = 2.6 - 1.5 * np.exp(-0.5 * ((arc - 15.0) / 1.5) ** 2)  # 58 % at 15 mm
+    call = assess("M1_L", _branch_profile(waist), free_end=True, branch=True)
+    assert call is not None and call.percent == pytest.approx(57.7, abs=3.0)
+    # a vessel whose end is no traced branch end keeps grading a narrowing up to its end
+    assert assess("CCA_L", _branch_profile(step), free_end=False) is not None
 
 
 def _truth_mask_naming(seed: int, cfg: SynthConfig):  # type: ignore[no-untyped-def]

@@ -15,7 +15,10 @@ network; the cache is keyed by seed, so clear it after changing the phantom).
 The stages have been tuned on 601-614, so they flatter the pipeline: check a change on
 seeds nobody tuned on too, e.g. ``--seeds 701 702 703 704 705 706 707 708 709 710
 --occlusion-seeds`` (measured before f8b4bcb: 11/20 within 10 points there against
-14/20 on 601-610, and 8 occlusion calls on open vessels, 5 of them stenosed).
+14/20 on 601-610, and 8 occlusion calls on open vessels, 5 of them stenosed) and a set
+nobody looked at before a change, e.g. ``--seeds 801 ... 810 --occlusion-seeds 811 812``.
+Several runs with different seeds share one ``--cache`` (and its segmentations), and
+can run side by side.
 """
 
 from __future__ import annotations
