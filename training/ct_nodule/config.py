@@ -33,6 +33,10 @@ class DataConfig(BaseModel):
     # ``hard_negatives_per_case`` of the highest-scoring ones are always kept at load time
     hard_negative_model: Path | None = None
     hard_negatives_per_case: int = 0
+    # the ranked head of the candidate list that negatives are drawn from first: the
+    # inference cap when 1.1.0/1.2.0 were built (fixed here so that raising the cap in
+    # inference/ct_nodule/candidates.py leaves those recipes reproducible)
+    head_ranks: int = Field(default=400, ge=1)
     # every negative ranked below this is stored (and scored) too: mining for a larger
     # inference cap needs the candidates beyond the current one (0: head and tail only)
     mine_ranks: int = Field(default=0, ge=0)

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from countyread.domain import Volume
 from countyread.errors import NotAnalyzableError
-from inference.ct_nodule.candidates import MAX_CANDIDATES, find_candidates, make_work_grid
+from inference.ct_nodule.candidates import find_candidates, make_work_grid
 from inference.ct_nodule.lungs import segment_lungs
 from inference.ct_nodule.patches import PATCH, extract_patch, patch_coords, patch_spacing
 from training.ct_nodule.config import DataConfig
@@ -152,8 +152,8 @@ def volume_patches(
         elif (dist > t_rad + 3.0).all():
             negatives.append((rank, c))
     # the ranked head of the list is what inference sees; add a random tail too
-    head = [(r, c) for r, c in negatives if r < MAX_CANDIDATES][: data.negatives_per_case * 2 // 3]
-    rest = [(r, c) for r, c in negatives if r >= MAX_CANDIDATES]
+    head = [(r, c) for r, c in negatives if r < data.head_ranks][: data.negatives_per_case * 2 // 3]
+    rest = [(r, c) for r, c in negatives if r >= data.head_ranks]
     n_tail = min(len(rest), data.negatives_per_case - len(head))
     tail = [rest[i] for i in rng.choice(len(rest), n_tail, replace=False)] if n_tail > 0 else []
     taken = {r for r, _ in head + tail}
