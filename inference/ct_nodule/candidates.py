@@ -30,7 +30,10 @@ MIN_RADIUS_MM = 1.5
 # at 400), sensitivity at 1 FP/scan 0.848 (0.829), no false positive above 0.996; yet on
 # the robustness phantom a lung-base peak at rank 889 scores 0.998 (NMS_REACH 1.5), and
 # 1200 or 800 failed tests/robustness (test_ct_gaps, test_ct_variants). Keep 400 until a
-# network trained with such peaks as hard negatives scores them down.
+# network trained with such peaks as hard negatives scores them down. 1.3.0 (such a network,
+# training/configs/ct_nodule_v13.toml) scores that peak 0.988 and passes tests/robustness at
+# 1200, but gains nothing on 9000-9023 (CPM 0.766 either way) and splits the real tumour:
+# not shipped.
 MAX_CANDIDATES = 400
 CORE_LEVELS = (2, 3, 4, 6, 9, 13)
 MAX_ELONGATION = 2.5
