@@ -1,5 +1,6 @@
-"""Acceptance of the CT nodule pipeline on the held-out phantoms 9000-9023 (164 nodules
->= 4 mm), one evaluation for all of it. Issue 3: LUNA16 CPM >= 0.85, sensitivity >= 0.90 at
+"""Acceptance of the CT nodule pipeline on the held-out phantoms 9000-9023 (173 nodules
+>= 4 mm since the phantom draws spicules that show, f52ef8b; 164 before), one evaluation
+for all of it. Issue 3: LUNA16 CPM >= 0.85, sensitivity >= 0.90 at
 1 FP/scan; issue 4: every nodule >= 6 mm found at the operating threshold, and of those
 found >= 90 % with the mean diameter within 1.5 mm of the truth, the type right and the
 Lung-RADS category right. Where each miss is lost: training/ct_nodule/diagnose.py.
@@ -68,13 +69,14 @@ def test_lung_rads_accuracy(metrics: dict[str, float]) -> None:
     strict=True,
     raises=AssertionError,  # a crash is an error, not the known shortfall
     reason=(
-        "ct_nodule 1.2.0 on 9000-9023: CPM 0.821, sensitivity at 1 FP/scan 0.829, "
-        "104/130 nodules >= 6 mm at 0.996; 24 of 164 never detected (12 beyond the "
-        "400-candidate cap, 10 without a candidate, 1 outside the lung mask, 1 merged away)"
+        "ct_nodule 1.2.0 on 9000-9023 with the phantom's visible spicules (f52ef8b): CPM "
+        "0.766, sensitivity at 1 FP/scan 0.769, 103/140 nodules >= 6 mm at 0.996 (before "
+        "f52ef8b: 0.821, 0.829, 104/130 of 164 nodules >= 4 mm); 1.3.0 (hard negatives "
+        "beyond the 400 cap, not shipped) CPM 0.766 at cap 1200"
     ),
 )
 def test_held_out_cpm_sensitivity_and_large_nodules(metrics: dict[str, float]) -> None:
-    assert metrics["n_nodules"] == 164
+    assert metrics["n_nodules"] == 173
     assert metrics["cpm"] >= 0.85
     assert metrics["sensitivity_at_1fp"] >= 0.90
     assert metrics["sensitivity_ge6mm_at_threshold"] == 1.0
