@@ -429,30 +429,11 @@ def test_basilar_runs_down_the_midline_not_through_a_communicating_artery() -> N
     posterior communicating artery into it: the carotid was named basilar down to the
     neck and its communicating artery read as a 99 % basilar stenosis. The basilar runs
     straight down from its tip; the vertebral below it is the way to the neck."""
-    from inference.cta.naming import _Namer
-
-    shape = (160, 80, 80)
-    mask = _polyline_mask(
-        [
-            # basilar and left vertebral artery (ends at z = 40, above the carotid)
-            [(0, 20, 140), (0, 20, 122), (6, 22, 112), (18, 22, 100), (18, 22, 40)],
-            [(0, 20, 140), (10, 22, 141), (22, 26, 143)],  # P1_L
-            [(0, 20, 140), (-10, 22, 141), (-22, 26, 143)],  # P1_R
-            # posterior communicating artery into an internal carotid down to z = 10
-            [(14, 23, 141.5), (20, 5, 141), (22, 0, 141), (22, 0, 120), (22, -5, 10)],
-        ],
-        shape,
+    nm, lps = _vertebrobasilar(
+        # posterior communicating artery into an internal carotid down to z = 10
+        [[(14, 23, 141.5), (20, 5, 141), (22, 0, 141), (22, 0, 120), (22, -5, 10)]],
+        vertebral_end_z=40.0,  # the left vertebral ends above the carotid's lower end
     )
-    sk = bridge_gaps(skeletonize(mask, 1.0), 1.0)
-    lps = np.stack(
-        [sk.points[:, 2] - shape[2] / 2, sk.points[:, 1] - shape[1] / 2, sk.points[:, 0]], axis=1
-    ).astype(np.float64)
-    nm = _Namer(sk, lps)
-
-    def end_near(p: tuple[float, float, float]) -> int:
-        return min(nm.ends, key=lambda e: float(np.linalg.norm(lps[e] - np.asarray(p))))
-
-    nm.vertebrobasilar({"P_L": end_near((22, 26, 143)), "P_R": end_near((-22, 26, 143))}, set())
     ba = lps[list(nm.vessels["BA"].nodes)]
     assert ba[:, 2].max() - ba[:, 2].min() > 15.0  # the basilar's 18 mm, not a P1 stub
     assert np.abs(ba[:, 0]).max() <= 8.0
@@ -460,8 +441,11 @@ def test_basilar_runs_down_the_midline_not_through_a_communicating_artery() -> N
     assert np.linalg.norm(va[0] - (18.0, 22.0, 40.0)) < 5.0  # the vertebral, not the carotid
 
 
-def _vertebrobasilar(lines: list[list[tuple[float, float, float]]]):  # type: ignore[no-untyped-def]
-    """Basilar (tip at z = 140), both P1s and ``lines``, named from the basilar down."""
+def _vertebrobasilar(  # type: ignore[no-untyped-def]
+    lines: list[list[tuple[float, float, float]]], vertebral_end_z: float = 2.0
+):
+    """Basilar (tip at z = 140), both P1s, a left vertebral down to ``vertebral_end_z``
+    and ``lines``, named from the basilar down."""
     from inference.cta.naming import _Namer
 
     shape = (160, 80, 80)
@@ -470,7 +454,7 @@ def _vertebrobasilar(lines: list[list[tuple[float, float, float]]]):  # type: ig
             [(0, 20, 140), (0, 20, 122)],  # basilar
             [(0, 20, 140), (10, 22, 141), (22, 26, 143)],  # P1_L
             [(0, 20, 140), (-10, 22, 141), (-22, 26, 143)],  # P1_R
-            [(0, 20, 122), (6, 22, 112), (18, 22, 100), (18, 22, 2)],  # VA_L
+            [(0, 20, 122), (6, 22, 112), (18, 22, 100), (18, 22, vertebral_end_z)],  # VA_L
             *lines,
         ],
         shape,
