@@ -10,10 +10,11 @@ import pytest
 
 from inference.ct_nodule.candidates import find_candidates, make_work_grid
 from inference.ct_nodule.lungs import segment_lungs
+from tests.training.ct_small import small_chest_ct
 from training.ct_nodule.config import DataConfig
 from training.ct_nodule.dataset import CasePatches, case_patches, phantom_sites
 from training.ct_nodule.train import _select
-from training.phantoms import ChestCTConfig, CTPhantom, NoduleSpec, make_chest_ct
+from training.phantoms import CTPhantom, NoduleSpec
 
 SPECS = (NoduleSpec(12.0, "solid", "round", "lung"), NoduleSpec(8.0, "solid", "round", "lung"))
 
@@ -35,15 +36,7 @@ def _score(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 @pytest.fixture(scope="module")
 def phantom() -> CTPhantom:
-    cfg = ChestCTConfig(
-        matrix=96,
-        pixel_spacing_mm=3.6,
-        slice_thickness_mm=2.5,
-        coverage_mm=100.0,
-        vessel_points_per_tree=300,
-        nodule_specs=SPECS,
-    )
-    return make_chest_ct(5, cfg)
+    return small_chest_ct(SPECS)
 
 
 @pytest.fixture(scope="module")

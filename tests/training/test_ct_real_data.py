@@ -11,11 +11,12 @@ import pytest
 import SimpleITK as sitk
 
 from countyread.errors import InvalidInputError
+from tests.training.ct_small import small_chest_ct
 from training.ct_nodule.config import DataConfig, NoduleTrainingConfig, RealSource
 from training.ct_nodule.dataset import sphere_mask
 from training.ct_nodule.real_data import build_real_cases, source_cases
 from training.ct_nodule.train import load_cases
-from training.phantoms import ChestCTConfig, CTPhantom, NoduleSpec, make_chest_ct
+from training.phantoms import CTPhantom, NoduleSpec
 
 UID = "1.3.6.1.4.1.14519.5.2.1.6279.6001.77"
 SPECS = (NoduleSpec(14.0, "solid", "round", "lung"), NoduleSpec(10.0, "solid", "round", "lung"))
@@ -24,15 +25,7 @@ DATA = DataConfig(train_seeds=(1, 0), held_out_seeds=(9, 9), negatives_per_case=
 
 @pytest.fixture(scope="module")
 def phantom() -> CTPhantom:
-    cfg = ChestCTConfig(
-        matrix=96,
-        pixel_spacing_mm=3.6,
-        slice_thickness_mm=2.5,
-        coverage_mm=100.0,
-        vessel_points_per_tree=300,
-        nodule_specs=SPECS,
-    )
-    return make_chest_ct(5, cfg)
+    return small_chest_ct(SPECS)
 
 
 def _write_luna16(ph: CTPhantom, root: Path) -> RealSource:
