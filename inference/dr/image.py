@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +51,7 @@ from inference.dr.grayscale import (  # re-exported: training shares these
 from inference.dr.orientation import AS_STORED, Reorientation, reorientation
 
 __all__ = [
+    "KNEE_PHRASE",
     "LOW_RESOLUTION",
     "MAX_PIXELS",
     "MIN_SIDE",
@@ -57,6 +59,7 @@ __all__ = [
     "PixelGeometry",
     "Radiograph",
     "block_reduce",
+    "card_knee",
     "collimation_crop",
     "display_values",
     "load_radiograph",
@@ -231,11 +234,24 @@ def collimation_crop(values: F32) -> tuple[int, int, int, int]:
     return r0, r1, c0, c1
 
 
-def normalise(values: F32) -> F32:
-    """Robust [0, 1] scaling (0.5th to 99.5th percentile)."""
+def normalise(values: F32, knee: float | None = None) -> F32:
+    """Robust [0, 1] scaling (0.5th to 99.5th percentile).
+
+    ``knee`` None clips at both ends. With a knee k in (0, 1), values above k are not
+    clipped but compressed, k + e / (1 + e / (1 - k)) for an excess e over k (slope 1 at
+    the knee, approaching 1 without reaching it): a nodule over the spine is among the
+    densest 0.5 % of a film, and clipping at the 99.5th percentile flattens it.
+    """
     lo, hi = np.percentile(values, [0.5, 99.5])
     out = (values - np.float32(lo)) / np.float32(max(float(hi - lo), 1e-6))
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    if knee is None:
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+    if not 0.0 < knee < 1.0:
+        raise ValueError(f"knee must lie in (0, 1), not {knee}")
+    out = np.maximum(out, 0.0)
+    excess = np.maximum(out - np.float32(knee), 0.0)
+    soft = np.float32(knee) + excess / (1.0 + excess / np.float32(1.0 - knee))
+    return np.where(out > knee, soft, out).astype(np.float32)
 
 
 def prepare_values(
@@ -244,13 +260,15 @@ def prepare_values(
     stored_shape: tuple[int, int],
     geometry: PixelGeometry,
     notes: tuple[str, ...] = (),
+    knee: float | None = None,
 ) -> Radiograph:
-    """Crop borders and normalise display values (shared by the service and training)."""
+    """Crop borders and normalise display values (shared by the service and training;
+    ``knee``: see :func:`normalise`)."""
     r0, r1, c0, c1 = collimation_crop(values)
     extra = list(notes)
     if (r0, c0) != (0, 0) or (r1, c1) != values.shape:
         extra.append("collimation border cropped")
-    pixels = normalise(values[r0:r1, c0:c1])
+    pixels = normalise(values[r0:r1, c0:c1], knee)
     return Radiograph(
         pixels,
         factor,
@@ -277,8 +295,20 @@ def square_pixels(values: F32, geometry: PixelGeometry) -> tuple[F32, tuple[floa
     return out, (nh / h, nw / w)
 
 
-def load_radiograph(ds: Dataset) -> Radiograph:
-    """Everything above, for one dataset with pixel data."""
+# How a model card's input intensity names the knee its network was trained with
+# (training.dr.export writes it, the pipeline reads it back with ``card_knee``).
+KNEE_PHRASE = "soft knee above {knee:g}"
+_KNEE_RE = re.compile(r"soft knee above ([0-9]*\.?[0-9]+)")
+
+
+def card_knee(intensity: str) -> float | None:
+    """The knee a card's input intensity text declares; None: the film is clipped."""
+    m = _KNEE_RE.search(intensity)
+    return float(m.group(1)) if m else None
+
+
+def load_radiograph(ds: Dataset, knee: float | None = None) -> Radiograph:
+    """Everything above, for one dataset with pixel data (``knee``: see :func:`normalise`)."""
     values, factor, notes = display_values(ds)
     shape = (int(ds.Rows), int(ds.Columns))
     geometry = pixel_geometry(ds)
@@ -295,5 +325,5 @@ def load_radiograph(ds: Dataset) -> Radiograph:
     values = turn.apply(values)
     if why:
         extra.append(why)
-    prepared = prepare_values(values, factor, shape, geometry, tuple(extra))
+    prepared = prepare_values(values, factor, shape, geometry, tuple(extra), knee)
     return replace(prepared, stretch=stretch, turn=turn)

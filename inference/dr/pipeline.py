@@ -21,7 +21,7 @@ from countyread.errors import NotAnalyzableError
 from countyread.settings import Settings
 from inference.dr.detect import INPUT_SIZE, decode, letterbox
 from inference.dr.findings import Thresholds, image_score, to_findings, to_marks, urgency
-from inference.dr.image import load_radiograph
+from inference.dr.image import card_knee, load_radiograph
 from inference.dr.render import key_image
 from inference.dr.selection import select_radiograph
 from inference.pipeline import PipelineOutput, StudyInput
@@ -50,6 +50,8 @@ class DRNodulePipeline:
         card = session.artifact.card
         self.config = config or DRConfig(Thresholds(operating=card.operating_threshold))
         self.model_ref: ModelRef = session.artifact.ref
+        # the film is prepared as the model's training prepared it (its card says how)
+        self.knee = card_knee(card.inputs[0].intensity) if card.inputs else None
 
     @classmethod
     def create(cls, settings: Settings) -> DRNodulePipeline:
@@ -73,7 +75,7 @@ class DRNodulePipeline:
             ds = pydicom.dcmread(header.path)
         except Exception as exc:  # the file was readable a moment ago; say what broke
             raise NotAnalyzableError(f"cannot read the radiograph: {exc}") from exc
-        radiograph = load_radiograph(ds)
+        radiograph = load_radiograph(ds, self.knee)
         del ds
         lap("load")
         x, box = letterbox(radiograph.pixels, INPUT_SIZE)

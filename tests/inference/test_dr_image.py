@@ -179,3 +179,28 @@ def test_unreadable_or_unsuitable_pixels_are_not_analyzable(
     truncated.PixelData = truncated.PixelData[:100]
     with pytest.raises(NotAnalyzableError, match="cannot be decoded"):
         load_radiograph(truncated)
+
+
+def test_soft_knee_keeps_the_densest_values_apart() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.uniform(0.0, 1000.0, (64, 64)).astype(np.float32)
+    values[:3, :3] = [[1100, 1200, 1300], [1400, 1600, 1800], [2000, 2500, 4095]]
+    clipped = normalise(values)
+    kneed = normalise(values, knee=0.85)
+    assert np.unique(clipped[:3, :3]).size == 1  # the clip flattens the top 0.5 %
+    top = np.sort(kneed[:3, :3].ravel())
+    assert np.all(np.diff(top) > 0) and top[-1] < 1.0  # ordered, apart, below white
+    below = clipped < 0.85
+    assert np.array_equal(kneed[below], clipped[below])  # nothing changes under the knee
+    order = np.argsort(values.ravel(), kind="stable")
+    assert np.all(np.diff(kneed.ravel()[order]) >= 0)  # monotonic
+    with pytest.raises(ValueError):
+        normalise(values, knee=1.0)
+
+
+def test_card_names_the_knee_its_film_preparation_uses() -> None:
+    from inference.dr.image import KNEE_PHRASE, card_knee
+
+    text = "percentile scaled to [0, 1] with a " + KNEE_PHRASE.format(knee=0.85) + " (values ..."
+    assert card_knee(text) == 0.85
+    assert card_knee("display values, 0.5-99.5 percentile scaled to [0, 1], long side") is None

@@ -9,7 +9,7 @@ import pytest
 
 from inference.dr.detect import INPUT_SIZE, STRIDE
 from training.dr.data import Sample, augment, jitter, synth_sample, targets
-from training.dr.drr_cache import load, save
+from training.dr.drr_cache import load, reprepare, sample_from_display, save
 from training.dr.synth import SynthConfig, make_synth_chest
 
 SMALL = SynthConfig(matrix=(200, 240))
@@ -72,6 +72,7 @@ def test_config_file_parses() -> None:
         "finetune2.toml",
         "finetune3.toml",
         "finetune4.toml",
+        "finetune9.toml",
     ):
         cfg = TrainConfig.load(root / name)
         assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.held_out_seeds))
@@ -115,6 +116,30 @@ def test_drr_cache_keeps_hidden_nodules(tmp_path: Path) -> None:
     back = load(tmp_path / "1.npz")
     assert back.nodules == s.nodules and back.hidden == s.hidden
     assert np.abs(back.image - image).max() < 1e-3  # stored as float16
+
+
+def test_drr_cache_prepares_again_from_display_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    values = rng.uniform(0, 3000, (300, 280)).astype(np.float32).round()
+    values[100:112, 140:152] = 4000.0  # a dense disc beyond the 99.5th percentile
+    boxes = np.array([[100.0, 140.0, 112.0, 152.0, 9.6, 1.0], [10, 10, 20, 20, 5.0, 0.0]])
+    s = sample_from_display(values, 0.8, boxes)
+    save(s, tmp_path / "1.npz", raw=(values, 0.8, boxes))
+    again = reprepare(tmp_path / "1.npz")
+    assert again.nodules == s.nodules and again.hidden == s.hidden
+    assert np.abs(again.image - s.image).max() < 1e-6
+    kneed = reprepare(tmp_path / "1.npz", knee=0.85)
+    ((r, c, _, _),) = kneed.nodules
+    assert kneed.image[int(r), int(c)] < 1.0 and s.image[int(r), int(c)] == 1.0
+
+
+def test_headroom_phantom_keeps_its_draws_and_loses_the_white_plateau() -> None:
+    plain = make_synth_chest(900003)
+    assert np.array_equal(plain.image, make_synth_chest(900003, SynthConfig()).image)
+    roomy = make_synth_chest(900003, SynthConfig(headroom=True))
+    assert roomy.nodules == plain.nodules
+    assert float((plain.image == 4095).mean()) > 0.003  # the clipped top of the film
+    assert float((roomy.image == 4095).mean()) < 0.0005
 
 
 def test_phantom_marks_faint_nodules_not_visible() -> None:

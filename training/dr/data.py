@@ -32,11 +32,12 @@ class Sample:
     hidden: tuple[tuple[float, float, float, float], ...] = ()
 
 
-def sample_from_chest(chest: SynthChest) -> Sample:
-    """Prepare a synthetic MONOCHROME2 radiograph like a stored file and frame it."""
+def sample_from_chest(chest: SynthChest, knee: float | None = None) -> Sample:
+    """Prepare a synthetic MONOCHROME2 radiograph like a stored file and frame it
+    (``knee``: ``inference.dr.image.normalise``)."""
     values = chest.image.astype(np.float32)
     geo = PixelGeometry((chest.spacing_mm, chest.spacing_mm), "PixelSpacing")
-    radiograph = prepare_values(values, 1, values.shape, geo)
+    radiograph = prepare_values(values, 1, values.shape, geo, knee=knee)
     x, box = letterbox(radiograph.pixels, INPUT_SIZE)
     nodules = []
     for n in chest.nodules:
@@ -46,8 +47,8 @@ def sample_from_chest(chest: SynthChest) -> Sample:
     return Sample(x, tuple(nodules))
 
 
-def synth_sample(seed: int, config: SynthConfig | None = None) -> Sample:
-    return sample_from_chest(make_synth_chest(seed, config))
+def synth_sample(seed: int, config: SynthConfig | None = None, knee: float | None = None) -> Sample:
+    return sample_from_chest(make_synth_chest(seed, config), knee)
 
 
 def targets(sample: Sample, size: int = INPUT_SIZE) -> tuple[F32, F32, F32]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,44 +53,81 @@ def phantom_meta(p: DRPhantom) -> tuple[np.ndarray, np.ndarray]:
     return shown, hidden
 
 
-def sample_from_phantom(p: DRPhantom) -> Sample:
-    """Prepare as the service would a stored file of this phantom (MONOCHROME1 inverted)."""
+def display_of(p: DRPhantom) -> np.ndarray:
+    """The phantom's display values as the service's grayscale stage gives them (white =
+    dense: MONOCHROME1 inverted), before ``prepare_values``."""
     values = p.image.astype(np.float32)
     if p.projection.photometric == "MONOCHROME1":
         values = np.float32((1 << p.projection.bits_stored) - 1) - values
-    ps = p.projection.pixel_spacing_mm
-    radiograph = prepare_values(values, 1, values.shape, PixelGeometry((ps, ps), "PixelSpacing"))
+    return values
+
+
+def phantom_boxes(p: DRPhantom) -> np.ndarray:
+    """One row per nodule: row0, col0, row1, col1 (stored pixels), diameter (mm), visible."""
+    rows = [[*n.bbox_px, float(n.diameter_mm), float(n.visible)] for n in p.nodules]
+    return np.asarray(rows, np.float64).reshape(-1, 6)
+
+
+def sample_from_display(
+    values: np.ndarray, spacing_mm: float, boxes: np.ndarray, knee: float | None = None
+) -> Sample:
+    """Prepare display values as the service would (``prepare_values``, ``letterbox``) and
+    carry the nodule boxes (``phantom_boxes``) into input pixels."""
+    geo = PixelGeometry((spacing_mm, spacing_mm), "PixelSpacing")
+    radiograph = prepare_values(values.astype(np.float32), 1, values.shape, geo, knee=knee)
     x, box = letterbox(radiograph.pixels, INPUT_SIZE)
     shown: list[tuple[float, float, float, float]] = []
     hidden: list[tuple[float, float, float, float]] = []
-    for n in p.nodules:
-        r0, c0, r1, c1 = n.bbox_px
+    for r0, c0, r1, c1, mm, visible in boxes:
         centre = ((r0 + r1) / 2 - radiograph.crop[0], (c0 + c1) / 2 - radiograph.crop[1])
         r, c = box.to_input(centre)[0]
         d_px = ((r1 - r0) + (c1 - c0)) / 2  # projected (magnified) size, as the box shows
-        row = (float(r), float(c), d_px * box.scale, float(n.diameter_mm))
-        (shown if n.visible else hidden).append(row)
+        row = (float(r), float(c), d_px * box.scale, float(mm))
+        (shown if visible else hidden).append(row)
     return Sample(x, tuple(shown), tuple(hidden))
 
 
-def save(sample: Sample, path: Path, meta: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def sample_from_phantom(p: DRPhantom) -> Sample:
+    """Prepare as the service would a stored file of this phantom (MONOCHROME1 inverted)."""
+    return sample_from_display(display_of(p), p.projection.pixel_spacing_mm, phantom_boxes(p))
+
+
+def save(
+    sample: Sample,
+    path: Path,
+    meta: tuple[np.ndarray, np.ndarray] | None = None,
+    raw: tuple[np.ndarray, float, np.ndarray] | None = None,
+) -> None:
+    """Store a sample; ``raw`` (display values, pixel size in mm, ``phantom_boxes``) keeps
+    what ``reprepare`` needs to redo the preparation without projecting the CT again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    image = sample.image.astype(np.float16)
-    nodules = np.asarray(sample.nodules, dtype=np.float64).reshape(-1, 4)
-    hidden = np.asarray(sample.hidden, dtype=np.float64).reshape(-1, 4)
-    if meta is None:
-        np.savez_compressed(tmp, image=image, nodules=nodules, hidden=hidden)
-    else:
-        np.savez_compressed(
-            tmp,
-            image=image,
-            nodules=nodules,
-            hidden=hidden,
-            nodules_meta=meta[0],
-            hidden_meta=meta[1],
-        )
+    arrays: dict[str, Any] = {  # Any: numpy types savez keywords as one with allow_pickle
+        "image": sample.image.astype(np.float16),
+        "nodules": np.asarray(sample.nodules, dtype=np.float64).reshape(-1, 4),
+        "hidden": np.asarray(sample.hidden, dtype=np.float64).reshape(-1, 4),
+    }
+    if meta is not None:
+        arrays["nodules_meta"], arrays["hidden_meta"] = meta
+    if raw is not None:
+        # display values are whole numbers below 2**14 (12/14-bit files): uint16 is exact
+        arrays["raw_values"] = np.round(raw[0]).astype(np.uint16)
+        arrays["raw_spacing_mm"] = np.asarray(raw[1], np.float64)
+        arrays["raw_boxes"] = raw[2]
+    np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
+
+
+def has_raw(path: Path) -> bool:
+    with np.load(path) as z:
+        return "raw_values" in z
+
+
+def reprepare(path: Path, knee: float | None = None) -> Sample:
+    """The entry's sample prepared again by ``prepare_values`` (needs ``raw``)."""
+    with np.load(path) as z:
+        values = z["raw_values"].astype(np.float32)
+        return sample_from_display(values, float(z["raw_spacing_mm"]), z["raw_boxes"], knee)
 
 
 def load_meta(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -135,10 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for seed in range(*args.seeds):
         path = args.out / f"{seed}.npz"
-        if path.is_file() and load_meta(path) is not None:
+        if path.is_file() and load_meta(path) is not None and has_raw(path):
             continue
         phantom = make_chest_dr(seed, config)
-        save(sample_from_phantom(phantom), path, phantom_meta(phantom))
+        raw = (display_of(phantom), phantom.projection.pixel_spacing_mm, phantom_boxes(phantom))
+        save(sample_from_phantom(phantom), path, phantom_meta(phantom), raw)
     return 0
 
 

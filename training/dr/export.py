@@ -31,9 +31,9 @@ from onnxruntime.transformers import float16
 from tqdm import tqdm
 
 from inference.dr.detect import INPUT_SIZE
+from inference.dr.image import KNEE_PHRASE
 from models.card import InputSpec, ModelCard, TrainingData
 from training.dr.data import Sample, synth_sample
-from training.dr.drr_cache import load_dir
 from training.dr.heldout import HeldOutReport, evaluate
 from training.dr.net import DRNoduleNet, FlipAveraged, ShiftAveraged
 from training.dr.size_calibration import SizeCalibration, fit, matched_diameters
@@ -86,7 +86,7 @@ def export_fp16(src: Path, dst: Path) -> None:
 
 def ort_runner(path: Path):  # type: ignore[no-untyped-def]
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = 1  # the CPU is shared (see training.dr.train)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
 
@@ -124,7 +124,7 @@ def operating_threshold(report: HeldOutReport) -> float:
 
 def held_out_samples(cfg: TrainConfig) -> list[Sample]:
     seeds = range(*cfg.held_out_seeds)
-    return [synth_sample(s) for s in tqdm(seeds, desc="held-out", unit="img")]
+    return [synth_sample(s, knee=cfg.prep_knee) for s in tqdm(seeds, desc="held-out", unit="img")]
 
 
 def calibrate_sizes(
@@ -138,8 +138,8 @@ def calibrate_sizes(
     model = net if model is None else model
     if not cfg.calibration_seeds[1] > cfg.calibration_seeds[0]:
         return SizeCalibration(0.0, 1.0, 0)
-    samples = [synth_sample(s) for s in range(*cfg.calibration_seeds)]
-    samples += load_dir(Path(cfg.drr_dir), range(*cfg.drr_calibration_seeds))
+    samples = [synth_sample(s, knee=cfg.prep_knee) for s in range(*cfg.calibration_seeds)]
+    samples += cfg.drr_samples(range(*cfg.drr_calibration_seeds))
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("fp16 variant dropped", extra={"error": fp16_error})
     runner = ort_runner(fp32)
     report = evaluate(runner, samples)
-    drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_held_out_seeds))
+    drr = cfg.drr_samples(range(*cfg.drr_held_out_seeds))
     drr_report = evaluate(runner, drr) if drr else None
     # The operating point keeps false positives <= OPERATING_FP_RATE per image on both
     # held-out sets (analytic and CT-projection DRR): the stricter of the two thresholds.
@@ -221,7 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 spacing_mm=[],
                 intensity=(
                     "display values (Modality LUT, VOI LUT/window, MONOCHROME1 inverted, "
-                    "collimation cropped), 0.5-99.5 percentile scaled to [0, 1], long side "
+                    "collimation cropped), 0.5-99.5 percentile scaled to [0, 1]"
+                    + (
+                        " with a "
+                        + KNEE_PHRASE.format(knee=cfg.knee)
+                        + " (values above the 99.5th percentile compressed below 1, not clipped)"
+                        if cfg.prep_knee is not None
+                        else ""
+                    )
+                    + ", long side "
                     f"resized to {INPUT_SIZE} px, centred, zero padded (inference.dr.image, "
                     "inference.dr.detect.letterbox); pixel size not fixed"
                 ),

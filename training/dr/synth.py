@@ -63,6 +63,10 @@ class SynthConfig:
     # the diaphragm dome), where DRR nodules are often missed.
     p_calcified: float = 0.0
     p_thin_lung: float = 0.0
+    # Display headroom: the film's 99.5th percentile maps below white so that the densest
+    # structures (a nodule over the spine) keep their shape instead of a flat 4095 plateau
+    # (off by default: held-out and test films keep their draws).
+    headroom: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +245,12 @@ def _detector(p: F32, rng: np.random.Generator, sp: float, cfg: SynthConfig) -> 
     # Unsharp masking, as vendors' presentation processing does.
     meas = meas + rng.uniform(0.0, 0.8) * (meas - ndimage.gaussian_filter(meas, 12.0 / sp))
     lo, hi = np.percentile(meas, [1, 99.5])
-    v = np.clip((meas - lo) / (hi - lo + 1e-6), 0, 1) ** rng.uniform(0.7, 1.4)
+    gamma = rng.uniform(0.7, 1.4)
+    if cfg.headroom:  # only the top 0.01 % (noise spikes) may still reach white
+        v = np.clip((meas - lo) / (hi - lo + 1e-6), 0, None) ** gamma
+        v = v / max(1.0, float(np.percentile(v, 99.99)))
+    else:
+        v = np.clip((meas - lo) / (hi - lo + 1e-6), 0, 1) ** gamma
     if rng.random() < 0.3:  # anti-scatter grid lines, a few pixels apart
         period = rng.uniform(2.2, 4.0)
         v = v + 0.01 * np.sin(2 * np.pi * np.arange(v.shape[1]) / period)[None, :]

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from training.dr.data import Sample, augment, jitter, synth_sample, targets
-from training.dr.drr_cache import load_dir
+from training.dr.drr_cache import has_raw, load_dir, reprepare
 from training.dr.net import DRNoduleNet
 from training.dr.synth import SynthConfig
 
@@ -80,6 +80,11 @@ class TrainConfig:
     # Nodules under this diameter (mm) are soft targets in training, neither rewarded nor
     # punished (as hidden ones): whether firing on small spots is what costs the large ones.
     min_target_mm: float = 0.0
+    # Preparation: a soft knee above this [0, 1] level instead of the clip at the 99.5th
+    # percentile (inference.dr.image.normalise; 0: clip, as models up to 1.4.0), and
+    # analytic training phantoms drawn with display headroom (SynthConfig.headroom).
+    knee: float = 0.0
+    synth_headroom: bool = False
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -103,7 +108,21 @@ class TrainConfig:
             matrix=self.matrix,
             p_calcified=self.synth_p_calcified,
             p_thin_lung=self.synth_p_thin_lung,
+            headroom=self.synth_headroom,
         )
+
+    @property
+    def prep_knee(self) -> float | None:
+        return self.knee or None
+
+    def drr_samples(self, seeds: range) -> list[Sample]:
+        """Cached DRR entries of ``drr_dir`` prepared as this config prepares films (with
+        a knee, only entries that kept their display values)."""
+        directory = Path(self.drr_dir)
+        if self.prep_knee is None:
+            return load_dir(directory, seeds)
+        paths = [directory / f"{s}.npz" for s in seeds]
+        return [reprepare(p, self.prep_knee) for p in paths if p.is_file() and has_raw(p)]
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -123,6 +142,8 @@ def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
         name = f"pool_{seeds.start}_{seeds.stop}_{cfg.matrix[0]}_{cfg.matrix[1]}"
         if cfg.synth_p_calcified or cfg.synth_p_thin_lung:
             name += f"_c{cfg.synth_p_calcified:g}_t{cfg.synth_p_thin_lung:g}"
+        if cfg.knee or cfg.synth_headroom:
+            name += f"_k{cfg.knee:g}_h{int(cfg.synth_headroom)}"
         cache = cache_dir / f"{name}.npz"
         if cache.is_file():
             with np.load(cache) as z:
@@ -133,7 +154,10 @@ def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
                 out.append(Sample(img.astype(np.float32), rows))  # type: ignore[arg-type]
                 k += n
             return out
-    pool = [synth_sample(s, cfg.synth()) for s in tqdm(seeds, desc="phantoms", unit="img")]
+    pool = [
+        synth_sample(s, cfg.synth(), cfg.prep_knee)
+        for s in tqdm(seeds, desc="phantoms", unit="img")
+    ]
     if cache is not None:
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(
@@ -253,7 +277,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
         logger.info("initialised", extra={"from": cfg.init})
     pool = build_pool(cfg, out)
     fresh = FreshSamples(cfg.fresh_seed0 + step * cfg.batch_size) if cfg.fresh_fraction else None
-    drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds)) if cfg.drr_fraction else []
+    drr = cfg.drr_samples(range(*cfg.drr_train_seeds)) if cfg.drr_fraction else []
     if cfg.drr_fraction:
         logger.info("DRR pool", extra={"images": len(drr)})
     node21 = node21_pool(cfg)
@@ -262,7 +286,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool, max_minutes: float | None) 
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
     while step < cfg.steps:
         if cfg.drr_fraction and step % 50 == 0:  # the DRR cache may still be filling
-            drr = load_dir(Path(cfg.drr_dir), range(*cfg.drr_train_seeds))
+            drr = cfg.drr_samples(range(*cfg.drr_train_seeds))
         # a small DRR pool gets a smaller share, so a handful of images is not overfitted
         share = cfg.drr_fraction * min(1.0, len(drr) / DRR_FULL_SHARE_AT)
         idx = rng.integers(0, len(pool), cfg.batch_size)
