@@ -17,6 +17,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from countyread.domain import Volume
+from inference.cta.blur import estimate_blur
 from inference.cta.centerline import Skeleton, bridge_gaps, skeletonize
 from inference.cta.grid import WorkGrid, resample, work_grid
 from inference.cta.naming import Naming, OcclusionCall, name_vessels
@@ -106,12 +107,19 @@ def analyze_volume(
     plaque_mask = ndimage.binary_dilation(calcified_plaques(hu, seg.vessels, calcium_hu))
     gate, plaque = _lookup(grid, gate_mask), _lookup(grid, plaque_mask)
     inside = _lookup(grid, seg.vessels & ~plaque_mask)
+    carotids = [
+        node_lps[list(v.nodes)] for v in naming.vessels.values() if v.name[:3] in ("CCA", "ICA")
+    ]
+    blur = estimate_blur(volume, carotids, inten)
     profiles: dict[str, Profile] = {}
     for name, v in naming.vessels.items():
         nodes = list(v.nodes)
         hint = float(np.median(sk.radius[nodes]))
         near = _foreign(naming, name, node_lps)
-        profiles[name] = measure(volume, node_lps[nodes], hint, inten, gate, plaque, inside, near)
+        prof = measure(volume, node_lps[nodes], hint, inten, gate, plaque, inside, near)
+        if blur is not None:
+            prof = replace(prof, blur_mm=blur.along(prof.tangents))
+        profiles[name] = prof
     tm.lap("radius_profiles")
     calls: dict[str, StenosisCall] = {}
     first: dict[str, StenosisCall | None] = {
@@ -168,9 +176,7 @@ def confirm_occlusions(
             withdrawn.append(call)
         else:
             keep.append(call)
-    return replace(
-        naming, occlusions=tuple(keep), not_traced=naming.not_traced + tuple(withdrawn)
-    )
+    return replace(naming, occlusions=tuple(keep), not_traced=naming.not_traced + tuple(withdrawn))
 
 
 def _foreign(naming: Naming, name: str, node_lps: F64) -> Callable[[F64], F64] | None:

@@ -53,6 +53,8 @@ class Profile:
     arc_mm: F64  # N
     diameter_mm: F64  # N effective lumen diameter
     calcium: npt.NDArray[np.bool_]  # N: calcium (HU well above lumen) in the wall
+    #: N: sigma (mm) of the image blur along the vessel (inference.cta.blur); None: unknown
+    blur_mm: F64 | None = None
 
 
 @dataclass(frozen=True, slots=True)

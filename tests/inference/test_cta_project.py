@@ -80,16 +80,10 @@ def _percent_errors_and_grades(cases: list[Case]) -> tuple[np.ndarray, np.ndarra
     return np.asarray(errors), np.asarray(grades)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # a crash is an error, not the known shortfall
-    reason="issue 5: 6/8 within 10 points (target >= 85 %): two sub-voxel residual lumens "
-    "read their neighbours' lumen through the blur along the vessel (M1 93.5 % -> 77 %: "
-    "0.63 mm for 0.18 mm, 0.39 mm 0.5 mm either side; basilar 91.7 % -> 78 %); a "
-    "blurred-waist model fit was not robust (its blur width is not identifiable from the "
-    "profile); see training.cta.diagnose",
-)
 def test_stenosis_percent_within_10_points(cases: list[Case]) -> None:
+    """8/8 since the blur along the vessel, measured on the image's own carotid edges, is
+    taken out of severe waists (inference.cta.blur; before: 6/8, the 93.5 % M1 and 91.7 %
+    basilar stenoses of seed 604 read 77 % and 78 %)."""
     errors, _ = _percent_errors_and_grades(cases)
     assert (errors <= 10).mean() >= 0.85, errors.round(1)
 

@@ -158,6 +158,10 @@ def report_case(p: Any, a: Any, findings: list[Any], s: Summary) -> None:
         ir, _ = _nearest(prof.points, r)
         dref_meas = float(prof.diameter_mm[ir])
         line += f" | at-lesion meas {dmeas:.2f} (cl off {off:.1f} mm) | at-ref meas {dref_meas:.2f}"
+        if prof.blur_mm is not None:
+            # the image's blur along the vessel at the lesion (inference.cta.blur), which
+            # is taken out of severe waists
+            line += f" | blur {prof.blur_mm[ic]:.2f} mm"
         if call is not None:
             cp = prof.points[call.index]
             line += (
