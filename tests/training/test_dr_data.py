@@ -73,6 +73,7 @@ def test_config_file_parses() -> None:
         "finetune3.toml",
         "finetune4.toml",
         "finetune9.toml",
+        "finetune10.toml",
     ):
         cfg = TrainConfig.load(root / name)
         assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.held_out_seeds))

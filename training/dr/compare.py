@@ -19,14 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from training.dr.data import Sample, sample_from_chest
+from training.dr.data import Sample, cached_chest, sample_from_chest
 from training.dr.diagnose import nodule_free_flagged
 from training.dr.drr_cache import has_raw, load, reprepare
 from training.dr.export import OPERATING_FP_RATE, operating_threshold, ort_runner
 from training.dr.heldout import HeldOutReport, evaluate
-from training.dr.synth import SynthChest, SynthNodule, make_synth_chest
+from training.dr.synth import SynthConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,38 +56,10 @@ def summarise(report: HeldOutReport) -> Summary:
     )
 
 
-def _chest_path(cache: Path, seed: int) -> Path:
-    return cache / f"{seed}.npz"
-
-
-def held_out_chest(seed: int, cache: Path | None) -> SynthChest:
-    """The analytic held-out phantom of a seed (drawn with the default ``SynthConfig``)."""
-    path = _chest_path(cache, seed) if cache is not None else None
-    if path is not None and path.is_file():
-        with np.load(path) as z:
-            rows = z["nodules"].reshape(-1, 4)
-            nodules = tuple(
-                SynthNodule((float(r), float(c)), float(mm), float(px)) for r, c, mm, px in rows
-            )
-            return SynthChest(z["image"], float(z["spacing_mm"]), str(z["view"]), nodules)
-    chest = make_synth_chest(seed)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [(*n.center_rc, n.diameter_mm, n.diameter_px) for n in chest.nodules]
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(
-            tmp,
-            image=chest.image,
-            spacing_mm=np.float64(chest.spacing_mm),
-            view=np.str_(chest.view),
-            nodules=np.asarray(rows, np.float64).reshape(-1, 4),
-        )
-        tmp.replace(path)
-    return chest
-
-
-def analytic_set(seeds: range, knee: float | None, cache: Path | None) -> list[Sample]:
-    return [sample_from_chest(held_out_chest(s, cache), knee) for s in seeds]
+def analytic_set(
+    seeds: range, knee: float | None, cache: Path | None, config: SynthConfig | None = None
+) -> list[Sample]:
+    return [sample_from_chest(cached_chest(s, cache, config), knee) for s in seeds]
 
 
 def drr_set(directory: Path, seeds: range, knee: float | None) -> list[Sample]:
@@ -114,10 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drr-dir", type=Path, default=Path("var/training/dr_drr_m256"))
     parser.add_argument("--drr-seeds", type=int, nargs=2, default=(500000, 500060))
     parser.add_argument("--raw-cache", type=Path, default=Path("var/training/dr_heldout_raw"))
+    parser.add_argument(
+        "--headroom",
+        action="store_true",
+        help="analytic films drawn with display headroom (SynthConfig.headroom), kept in "
+        "<raw-cache>_headroom: what the clip of the default phantoms hides",
+    )
     args = parser.parse_args(argv)
-    analytic = analytic_set(range(*args.seeds), args.knee, args.raw_cache)
+    config, cache = None, args.raw_cache
+    if args.headroom:
+        config, cache = SynthConfig(headroom=True), cache.with_name(cache.name + "_headroom")
+    analytic = analytic_set(range(*args.seeds), args.knee, cache, config)
     drr = drr_set(args.drr_dir, range(*args.drr_seeds), args.knee)
-    print(f"preparation: {'clip' if args.knee is None else f'knee {args.knee:g}'}")
+    print(
+        f"preparation: {'clip' if args.knee is None else f'knee {args.knee:g}'}"
+        + ("; analytic films with headroom" if args.headroom else "")
+    )
     for path in args.models:
         run = ort_runner(path)
         reports = {"analytic": evaluate(run, analytic)}

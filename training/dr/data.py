@@ -9,6 +9,7 @@ production. Targets follow CenterNet: a Gaussian per nodule centre on the stride
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +17,7 @@ from scipy import ndimage
 
 from inference.dr.detect import INPUT_SIZE, STRIDE, letterbox
 from inference.dr.image import PixelGeometry, prepare_values
-from training.dr.synth import SynthChest, SynthConfig, make_synth_chest
+from training.dr.synth import SynthChest, SynthConfig, SynthNodule, make_synth_chest
 
 F32 = npt.NDArray[np.float32]
 
@@ -49,6 +50,39 @@ def sample_from_chest(chest: SynthChest, knee: float | None = None) -> Sample:
 
 def synth_sample(seed: int, config: SynthConfig | None = None, knee: float | None = None) -> Sample:
     return sample_from_chest(make_synth_chest(seed, config), knee)
+
+
+def _chest_path(cache: Path, seed: int) -> Path:
+    return cache / f"{seed}.npz"
+
+
+def cached_chest(seed: int, cache: Path | None, config: SynthConfig | None = None) -> SynthChest:
+    """The analytic phantom of a seed as held-out and calibration sets draw it (default
+    ``SynthConfig``, or ``config``: one cache per config), kept under ``cache`` once drawn
+    (about 0.4 s each) so that preparations and models can be compared without drawing it
+    again."""
+    path = _chest_path(cache, seed) if cache is not None else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            rows = z["nodules"].reshape(-1, 4)
+            nodules = tuple(
+                SynthNodule((float(r), float(c)), float(mm), float(px)) for r, c, mm, px in rows
+            )
+            return SynthChest(z["image"], float(z["spacing_mm"]), str(z["view"]), nodules)
+    chest = make_synth_chest(seed, config)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [(*n.center_rc, n.diameter_mm, n.diameter_px) for n in chest.nodules]
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(
+            tmp,
+            image=chest.image,
+            spacing_mm=np.float64(chest.spacing_mm),
+            view=np.str_(chest.view),
+            nodules=np.asarray(rows, np.float64).reshape(-1, 4),
+        )
+        tmp.replace(path)
+    return chest
 
 
 def targets(sample: Sample, size: int = INPUT_SIZE) -> tuple[F32, F32, F32]:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from inference.dr.detect import INPUT_SIZE
 from inference.dr.image import KNEE_PHRASE
 from models.card import InputSpec, ModelCard, TrainingData
-from training.dr.data import Sample, synth_sample
+from training.dr.data import Sample, cached_chest, sample_from_chest
 from training.dr.heldout import HeldOutReport, evaluate
 from training.dr.net import DRNoduleNet, FlipAveraged, ShiftAveraged
 from training.dr.size_calibration import SizeCalibration, fit, matched_diameters
@@ -122,13 +122,19 @@ def operating_threshold(report: HeldOutReport) -> float:
     return round(max(MIN_OPERATING, float(thr)), 3)
 
 
-def held_out_samples(cfg: TrainConfig) -> list[Sample]:
+def held_out_samples(cfg: TrainConfig, raw_cache: Path | None = None) -> list[Sample]:
     seeds = range(*cfg.held_out_seeds)
-    return [synth_sample(s, knee=cfg.prep_knee) for s in tqdm(seeds, desc="held-out", unit="img")]
+    return [
+        sample_from_chest(cached_chest(s, raw_cache), cfg.prep_knee)
+        for s in tqdm(seeds, desc="held-out", unit="img")
+    ]
 
 
 def calibrate_sizes(
-    net: DRNoduleNet, cfg: TrainConfig, model: torch.nn.Module | None = None
+    net: DRNoduleNet,
+    cfg: TrainConfig,
+    model: torch.nn.Module | None = None,
+    raw_cache: Path | None = None,
 ) -> SizeCalibration:
     """Fit the diameter calibration on calibration seeds (neither trained on nor held out).
 
@@ -138,7 +144,10 @@ def calibrate_sizes(
     model = net if model is None else model
     if not cfg.calibration_seeds[1] > cfg.calibration_seeds[0]:
         return SizeCalibration(0.0, 1.0, 0)
-    samples = [synth_sample(s, knee=cfg.prep_knee) for s in range(*cfg.calibration_seeds)]
+    samples = [
+        sample_from_chest(cached_chest(s, raw_cache), cfg.prep_knee)
+        for s in range(*cfg.calibration_seeds)
+    ]
     samples += cfg.drr_samples(range(*cfg.drr_calibration_seeds))
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,9 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reproduce", default="", help="command recorded in the card")
     parser.add_argument("--base-config", type=Path, default=None, help="stage-1 config")
     parser.add_argument("--notes", default="", help="extra training notes for the card")
+    parser.add_argument(
+        "--raw-cache",
+        type=Path,
+        default=None,
+        help="keep the analytic held-out and calibration phantoms here (training.dr.data."
+        "cached_chest), e.g. var/training/dr_heldout_raw as training.dr.compare uses",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the CPU is shared (see training.dr.train)
     cfg = TrainConfig.load(args.config)
     base_seeds: range = range(0)
     if args.base_config is not None:  # stage 1 of a two-stage run: its seeds count too
@@ -175,10 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model: torch.nn.Module = FlipAveraged(net).eval() if cfg.flip_average else net
     if cfg.shift_average:
         model = ShiftAveraged(model, cfg.shift_average).eval()
-    calibration = calibrate_sizes(net, cfg, model)
+    calibration = calibrate_sizes(net, cfg, model, args.raw_cache)
     fp32 = out / "model.onnx"
     export_onnx(model, fp32)
-    samples = held_out_samples(cfg)
+    samples = held_out_samples(cfg, args.raw_cache)
     rng = np.random.default_rng(0)
     probes = [rng.random((1, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32) for _ in range(2)]
     probes += [s.image[None, None] for s in samples[:4]]
