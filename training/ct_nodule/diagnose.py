@@ -12,7 +12,9 @@ one on held-out phantoms and follows every nodule >= 4 mm through them:
 - ``found``: detected at or above it.
 
 Also prints the CPM / sensitivity at 1 FP per scan of the same detections (the FROC of
-``training.ct_nodule.evaluate``) and the false positives above the threshold.
+``training.ct_nodule.evaluate``), the false positives above the threshold, and the
+candidate recall at several caps (the share of nodules with a candidate on them among the
+first N ranked: no network can find the others, so it bounds the CPM at that cap).
 
 ``python -m training.ct_nodule.diagnose training/configs/ct_nodule.toml --seeds 9000 9023``
 """
@@ -44,6 +46,7 @@ from training.evaluation.froc import Truth, froc
 from training.phantoms.ct import CTPhantom, make_chest_ct
 
 EVAL_FLOOR = 0.01  # ``evaluate_phantoms`` keeps detections from this probability
+RECALL_CAPS = (400, 800, 1200)  # candidate caps the summary reports recall at (and uncapped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class NoduleTrace:
     candidate_prob: float  # best network probability among capped candidates on it
     final_prob: float  # best final detection on it (0: none)
     stage: str
+    shape: str = ""  # round / lobulated / spiculated (empty in traces written before it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,7 @@ def trace_case(
             NoduleTrace(
                 ph.seed, t.index, t.kind, t.location, round(t.mean_diameter_mm, 1),
                 round(share, 3), in_mask, rank, round(cprob, 4), round(fprob, 4), stage,
+                str(t.shape),
             )
         )
     truths = [(t.center_lps, t.mean_diameter_mm, str(t.kind)) for t in ph.nodules]
@@ -171,7 +176,18 @@ def summarise(results: Sequence[CaseResult], threshold: float) -> dict[str, obje
         ),
         "top_fp_probabilities": [round(p, 5) for p in sorted(fps, reverse=True)[:8]],
         "mean_candidates": round(float(np.mean([r.n_candidates for r in results])), 1),
+        "candidate_recall": candidate_recall(traces),
     }
+
+
+def candidate_recall(traces: Sequence[NoduleTrace]) -> dict[str, float]:
+    """Share of nodules with a candidate among the first N ranked, per cap and uncapped."""
+    n = max(1, len(traces))
+    out = {
+        str(cap): round(sum(0 <= t.best_rank < cap for t in traces) / n, 4) for cap in RECALL_CAPS
+    }
+    out["all"] = round(sum(t.best_rank >= 0 for t in traces) / n, 4)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
