@@ -74,6 +74,8 @@ def test_config_file_parses() -> None:
         "finetune4.toml",
         "finetune9.toml",
         "finetune10.toml",
+        "finetune11.toml",
+        "finetune12.toml",
     ):
         cfg = TrainConfig.load(root / name)
         assert set(range(*cfg.train_seeds)).isdisjoint(range(*cfg.held_out_seeds))
@@ -82,6 +84,17 @@ def test_config_file_parses() -> None:
         for i, a in enumerate(drr_sets):
             for b in drr_sets[i + 1 :]:
                 assert set(range(*a)).isdisjoint(range(*b)), name
+
+
+def test_training_phantom_options_reach_the_phantom() -> None:
+    from training.dr.train import TrainConfig
+
+    root = Path(__file__).resolve().parents[2] / "training/dr"
+    cfg = TrainConfig.load(root / "finetune11.toml")
+    assert cfg.synth().diameter_mm == (8.0, 24.0) and cfg.prep_knee is None
+    cfg = TrainConfig.load(root / "finetune9.toml")
+    assert cfg.synth().headroom and cfg.prep_knee == 0.85
+    assert TrainConfig.load(root / "config.toml").synth().diameter_mm == (5.0, 30.0)
 
 
 def test_hidden_nodules_are_soft_targets_without_a_peak() -> None:

@@ -85,6 +85,9 @@ class TrainConfig:
     # analytic training phantoms drawn with display headroom (SynthConfig.headroom).
     knee: float = 0.0
     synth_headroom: bool = False
+    # Analytic training nodules' diameter range (mm, drawn log-uniform; the held-out
+    # films keep SynthConfig's 5-30): a narrower range puts more of them at 10-15 mm.
+    synth_diameter_mm: tuple[float, float] = (5.0, 30.0)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -98,6 +101,7 @@ class TrainConfig:
             "calibration_seeds",
             "drr_calibration_seeds",
             "shift_average",
+            "synth_diameter_mm",
         ):
             if key in raw:
                 raw[key] = tuple(raw[key])
@@ -109,6 +113,7 @@ class TrainConfig:
             p_calcified=self.synth_p_calcified,
             p_thin_lung=self.synth_p_thin_lung,
             headroom=self.synth_headroom,
+            diameter_mm=self.synth_diameter_mm,
         )
 
     @property
@@ -144,6 +149,8 @@ def build_pool(cfg: TrainConfig, cache_dir: Path | None = None) -> list[Sample]:
             name += f"_c{cfg.synth_p_calcified:g}_t{cfg.synth_p_thin_lung:g}"
         if cfg.knee or cfg.synth_headroom:
             name += f"_k{cfg.knee:g}_h{int(cfg.synth_headroom)}"
+        if cfg.synth_diameter_mm != (5.0, 30.0):
+            name += "_d{:g}-{:g}".format(*cfg.synth_diameter_mm)
         cache = cache_dir / f"{name}.npz"
         if cache.is_file():
             with np.load(cache) as z:
