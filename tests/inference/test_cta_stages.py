@@ -79,6 +79,37 @@ def test_gap_of_a_severe_stenosis_is_bridged() -> None:
     assert len(ends) == 2 and joined.path(int(ends[0]), int(ends[1])) is not None
 
 
+def _trunk_with_side_branch(stub_mm: float, cut: bool = True) -> npt.NDArray[np.bool_]:
+    """A vertical trunk (radius 3 mm on x = y = 0, 1 mm voxels) with a side branch
+    (radius 1.3 mm) leaving along +x at z = 40; with ``cut`` the branch's lumen is lost
+    for 4 mm from ``stub_mm`` off the axis on (a stenosis), a 16 mm piece beyond it."""
+    z, y, x = np.meshgrid(np.arange(60), np.arange(-20, 21), np.arange(-8, 40), indexing="ij")
+    branch = (np.hypot(y, z - 40) <= 1.3) & (x >= 0) & (x <= (34 if cut else stub_mm))
+    if cut:
+        branch &= ~((x > stub_mm) & (x < stub_mm + 4))
+    return np.asarray((np.hypot(x, y) <= 3.0) | branch)
+
+
+def test_stub_before_a_cut_branch_is_kept_so_the_cut_is_bridged() -> None:
+    """A middle cerebral artery cut by its stenosis 10 mm from the carotid's axis (seed
+    505 of the fixed set): the stub before the cut is part of the skeleton, so the piece
+    beyond faces it across the 4 mm gap and is bridged on; without the stub the piece is
+    16 mm from the carotid and stays loose (the carotid chain then started on it and the
+    whole right carotid read occluded)."""
+    sk = bridge_gaps(skeletonize(_trunk_with_side_branch(10.0), 1.0), 1.0)
+    assert len(np.unique(sk.component)) == 1
+    tip = int(np.argmax(sk.points[:, 2]))  # (k, j, i): the branch's far end, x = 34
+    assert sk.points[tip, 2] - 8 >= 32  # x in mm
+    assert sk.path(tip, int(np.argmin(sk.points[:, 0]))) is not None
+    assert (degree(sk) > 2).sum() == 1  # one junction: where the branch leaves
+
+
+def test_bump_on_a_vessel_wall_makes_no_branch() -> None:
+    """A 2 mm bulge on the wall is no vessel: no spur, no junction."""
+    sk = skeletonize(_trunk_with_side_branch(5.0, cut=False), 1.0)
+    assert (degree(sk) > 2).sum() == 0 and (sk.parent < 0).sum() == 1
+
+
 @pytest.mark.parametrize(("stenosis", "expected"), [(0.0, 0.0), (0.5, 50.0), (0.75, 75.0)])
 def test_calibre_and_percent_on_a_tube(stenosis: float, expected: float) -> None:
     vol = _tube_volume(2.5, stenosis=stenosis, spacing=0.5)
