@@ -40,6 +40,9 @@ GAP_VA_MM = 15.0
 BA_MIDLINE_MM = 8.0
 BA_SPAN_MM = 15.0
 BIG_BRANCH_MM = 12.0
+#: see _Namer.carotid: a carotid chain that crosses the posterior midline within this
+#: depth below the terminus went through the communicating arteries
+CROSS_DEPTH_MM = 60.0
 MIN_LENGTH_MM = {"M1": 14.0, "A1": 6.0, "P1": 5.0}
 DROP_MM = 15.0
 
@@ -215,9 +218,18 @@ class _Namer:
         down = self.down_path(terminus, self.side_m) or [terminus]
         chain = down
         # a carotid chain runs down on its own side; one that crosses the posterior
-        # midline went through the communicating arteries: the ICA is not patent
+        # midline went through the communicating arteries: the ICA is not patent. That
+        # crossing (a communicating artery, a P1, the basilar) lies within CROSS_DEPTH_MM
+        # below the terminus; lower down the chain's first half can reach the aortic arch,
+        # which crosses the midline too (seed 710 of training.cta.diagnose: the arch at
+        # y -4 mm, the limit -8 mm, and the open left carotid read not traced)
         first = chain[: max(2, int(len(chain) * 0.5))]
-        crossed = any(abs(self.lps[n, 0]) < 6 and self.lps[n, 1] > self.y_post - 15 for n in first)
+        crossed = any(
+            abs(self.lps[n, 0]) < 6
+            and self.lps[n, 1] > self.y_post - 15
+            and self.z[terminus] - self.z[n] < CROSS_DEPTH_MM
+            for n in first
+        )
         if crossed or self.z[terminus] - self.z[chain[-1]] < 60.0:
             stump = self.ica_stump(sx)
             self.occl.append(

@@ -305,6 +305,45 @@ def test_naming_reports_an_occluded_vessel() -> None:
     assert np.linalg.norm(lps[calls[truth.vessel].node] - np.asarray(truth.start_lps)) < 25.0
 
 
+def _polyline(*corners: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+    """Points about 1 mm apart (x, y, z) through the corners, the first one included."""
+    out = [corners[0]]
+    for a, b in itertools.pairwise(corners):
+        n = int(np.ceil(np.linalg.norm(np.subtract(b, a))))
+        out += [
+            (round(a[0] + (b[0] - a[0]) * s / n), round(a[1] + (b[1] - a[1]) * s / n),
+             round(a[2] + (b[2] - a[2]) * s / n))
+            for s in range(1, n + 1)
+        ]  # fmt: skip
+    return out
+
+
+def test_carotid_chain_down_over_the_arch_is_no_midline_crossing() -> None:
+    """A left carotid whose way down runs on over the aortic arch, which crosses the
+    midline (x = -2, y = 0) 270 mm below the terminus, into the descending aorta: the
+    crossing that means a non-patent carotid (through the communicating arteries) lies
+    near the terminus, so the carotid is named (seed 710 of training.cta.diagnose: the
+    open left carotid read not traced)."""
+    trunk = _polyline((-2, 0, -500), (-2, 0, -80), (20, 0, -60), (20, 0, 60), (15, 0, 190))
+    m1 = _polyline((15, 0, 190), (45, 0, 200))[1:]
+    a1 = _polyline((15, 0, 190), (3, -20, 195))[1:]
+    parent = list(range(-1, len(trunk) - 1))
+    for branch in (m1, a1):
+        start = len(parent)
+        parent += [len(trunk) - 1, *range(start, start + len(branch) - 1)]
+    lps = np.asarray(trunk + m1 + a1, dtype=np.float64)
+    n = len(lps)
+    sk = Skeleton(
+        lps[:, ::-1].astype(np.int64),  # (k, j, i) on a 1 mm grid at the LPS origin
+        np.asarray(parent, dtype=np.int64),
+        np.full(n, 2.0),
+        np.zeros(n, dtype=np.int64),
+    )
+    naming = name_vessels(sk, lps)
+    assert {"ICA_L", "M1_L", "A1_L"} <= set(naming.vessels)
+    assert "ICA_L" not in {c.vessel for c in naming.occlusions}
+
+
 def test_contrast_check_refuses_with_the_reason() -> None:
     with pytest.raises(NotAnalyzableError, match="no arterial contrast"):
         check_arterial(200.0, 400.0)
