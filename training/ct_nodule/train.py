@@ -71,6 +71,22 @@ def _augment(
     return x.contiguous(), m.contiguous()
 
 
+def teacher_masks(
+    model: Path, x: np.ndarray, y: np.ndarray, m: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """``m`` with each positive's mask replaced by ``model``'s (probability > 0.5, as the
+    detector reads it); negatives keep their empty truth masks."""
+    from training.ct_nodule.dataset import onnx_mask_runner
+
+    run = onnx_mask_runner(model)
+    out = m.copy()
+    pos = np.flatnonzero(y == 1)
+    for lo in range(0, len(pos), batch):
+        idx = pos[lo : lo + batch]
+        out[idx] = (run(x[idx][:, None].astype(np.float32))[:, 0] > 0.0).astype(np.uint8)
+    return out
+
+
 def _dice_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     p = torch.sigmoid(logit)
     inter = (p * target).sum(dim=(1, 2, 3, 4))
@@ -89,6 +105,8 @@ def train(cfg: NoduleTrainingConfig) -> Path:
     torch.set_num_threads(tc.threads)
     x_all, m_all, y_all = load_cases(cfg)
     logger.info("training set", extra={"patches": len(y_all), "positives": int(y_all.sum())})
+    if tc.mask_teacher is not None:
+        m_all = teacher_masks(tc.mask_teacher, x_all, y_all, m_all)
     model = NoduleNet()
     if tc.init_from is not None:
         warm_start(model, tc.init_from, x_all, seed=tc.seed)
