@@ -113,24 +113,22 @@ def score_project_case(seed: int, predict: Predict, logit_threshold: float = 0.0
 
 
 def evaluate(seeds: list[int], predict: Predict, logit_threshold: float = 0.0) -> dict[str, float]:
-    scores = [score_case(s, predict, logit_threshold) for s in seeds]
-    return {
-        "dice_mean": float(np.mean([s.dice for s in scores])),
-        "dice_min": float(np.min([s.dice for s in scores])),
-        "cldice_mean": float(np.mean([s.cldice for s in scores])),
-        "cldice_min": float(np.min([s.cldice for s in scores])),
-        "n_cases": float(len(scores)),
-    }
+    return _summary([score_case(s, predict, logit_threshold) for s in seeds], "")
 
 
 def evaluate_project(
     seeds: list[int], predict: Predict, logit_threshold: float = 0.0
 ) -> dict[str, float]:
-    scores = [score_project_case(s, predict, logit_threshold) for s in seeds]
+    return _summary([score_project_case(s, predict, logit_threshold) for s in seeds], "project_")
+
+
+def _summary(scores: list[CaseScore], prefix: str) -> dict[str, float]:
+    dice = [s.dice for s in scores]
+    cldice = [s.cldice for s in scores]
     return {
-        "project_dice_mean": float(np.mean([s.dice for s in scores])),
-        "project_dice_min": float(np.min([s.dice for s in scores])),
-        "project_cldice_mean": float(np.mean([s.cldice for s in scores])),
-        "project_cldice_min": float(np.min([s.cldice for s in scores])),
-        "project_n_cases": float(len(scores)),
+        f"{prefix}dice_mean": float(np.mean(dice)),
+        f"{prefix}dice_min": float(np.min(dice)),
+        f"{prefix}cldice_mean": float(np.mean(cldice)),
+        f"{prefix}cldice_min": float(np.min(cldice)),
+        f"{prefix}n_cases": float(len(scores)),
     }
