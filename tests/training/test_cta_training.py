@@ -77,6 +77,49 @@ def test_positive_pool_centres_per_millimetre_not_per_voxel() -> None:
     assert per_mm > 0.2 and per_mm > 3 * per_voxel
 
 
+def test_breakdown_sorts_a_wide_and_a_narrow_mask_by_wall_and_size() -> None:
+    from scipy import ndimage
+
+    from training.cta.breakdown import RADIUS_NAMES, errors
+    from training.cta.evaluate import dice
+
+    thick, thin = _tubes((32, 32, 32))
+    truth = thick | thin
+    hu = np.where(truth, 350.0, 40.0).astype(np.float32)
+    wide = ndimage.binary_dilation(truth)
+    e = errors(truth, wide, hu)
+    # one voxel too wide: every false voxel is at a wall, none is missed
+    assert sum(e.fn_wall) + sum(e.fn_core) == 0 and e.fp_away_bright + e.fp_away_soft == 0
+    assert sum(e.fp_wall) == int((wide & ~truth).sum())
+    assert e.dice() == pytest.approx(dice(wide, truth))
+    # the thin vessel (r 1.2) and the thick one (r 4) fall in their own bins
+    assert e.truth[RADIUS_NAMES.index("r<1.5")] == int(thin.sum())
+    assert e.truth[RADIUS_NAMES.index("r>=4")] == int(thick.sum())
+    narrow = truth & ~thin  # the thin vessel missed, a bright speck far away called lumen
+    narrow[28, 2, 2] = True
+    hu[28, 2, 2] = 900.0
+    n = errors(truth, narrow, hu)
+    assert n.fn_wall[RADIUS_NAMES.index("r<1.5")] + n.fn_core[0] == int(thin.sum())
+    assert n.fp_away_bright == 1 and sum(n.fp_wall) == 0
+    assert "FN wall" in (e + n).table()
+
+
+def test_tile_memo_replays_the_network_pass() -> None:
+    from training.cta.evaluate import TileMemo
+
+    calls: list[int] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return x * 2
+
+    memo = TileMemo(predict)
+    a = np.ones((1, 1, 4, 4, 4), np.float32)
+    assert np.array_equal(memo(a), memo(a.copy())) and len(calls) == 1
+    memo(a * 3)
+    assert len(calls) == 2
+
+
 @pytest.fixture(scope="module")
 def held_out() -> dict[str, float]:
     from training.cta.evaluate import evaluate, evaluate_project
