@@ -120,6 +120,16 @@ def test_tile_memo_replays_the_network_pass() -> None:
     assert len(calls) == 2
 
 
+def test_resampled_case_is_on_the_work_grid_with_a_resampled_truth() -> None:
+    from training.cta.data import make_case
+
+    direct, resampled = make_case(100), make_case(100, resampled=True)
+    # same anatomy (same phantom seed), another acquisition grid brought to 1 mm
+    assert abs(resampled.image.shape[0] - direct.image.shape[0]) <= 2
+    assert 0.8 < resampled.label.sum() / direct.label.sum() < 1.25
+    assert not (resampled.bone & (resampled.label > 0)).any()
+
+
 @pytest.fixture(scope="module")
 def held_out() -> dict[str, float]:
     from training.cta.evaluate import evaluate, evaluate_project

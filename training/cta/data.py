@@ -24,19 +24,48 @@ def normalise(hu: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
     return ((x - HU_CENTER) / HU_SCALE).astype(np.float32)
 
 
-def make_case(seed: int) -> Case:
-    """One phantom drawn directly at the network spacing, with randomised scanner traits."""
+#: ``make_case(resampled=True)``: slice and in-plane spacings drawn from these ranges (mm)
+SLICE_MM = (0.6, 1.25)
+PIXEL_MM = (0.5, 0.9)
+
+
+def make_case(seed: int, resampled: bool = False) -> Case:
+    """One phantom with randomised scanner traits.
+
+    By default drawn directly at the network spacing. ``resampled``: drawn at a random
+    acquisition spacing and resampled onto the 1 mm work grid the way the pipeline
+    resamples every series (``inference.cta.grid``), with the truth resampled alike and
+    cut at 0.5, which is how the held-out and project cases are scored: a lumen edge
+    drawn at 1 mm directly is a sharper, differently placed edge than the one the
+    network meets at run time (1.2.0 scores about 0.014 Dice lower on the same phantoms
+    drawn at 1 x 0.8 x 0.8 mm and resampled than drawn at 1 mm).
+    """
+    from inference.cta.grid import resample, work_grid
+
     rng = np.random.default_rng(seed + 7_000_000)
+    n_stenoses = int(rng.integers(0, 4))
+    occlusion = bool(rng.random() < 0.3)
+    noise_hu = float(rng.uniform(8, 25))
+    blur_mm = float(rng.uniform(0.3, 0.7))
+    spacing = (SPACING_MM, SPACING_MM, SPACING_MM)
+    if resampled:
+        pixel = float(rng.uniform(*PIXEL_MM))
+        spacing = (float(rng.uniform(*SLICE_MM)), pixel, pixel)
     cfg = SynthConfig(
-        spacing=(SPACING_MM, SPACING_MM, SPACING_MM),
-        n_stenoses=int(rng.integers(0, 4)),
-        occlusion=bool(rng.random() < 0.3),
-        noise_hu=float(rng.uniform(8, 25)),
-        blur_mm=float(rng.uniform(0.3, 0.7)),
+        spacing=spacing,
+        n_stenoses=n_stenoses,
+        occlusion=occlusion,
+        noise_hu=noise_hu,
+        blur_mm=blur_mm,
     )
     p = make_synthetic_cta(seed, cfg)
     assert p.bone_mask is not None
-    return Case(normalise(p.volume.array), (p.labels > 0).astype(np.uint8), p.bone_mask)
+    if not resampled:
+        return Case(normalise(p.volume.array), (p.labels > 0).astype(np.uint8), p.bone_mask)
+    grid = work_grid(p.volume, SPACING_MM)
+    label = resample(p.volume.with_array((p.labels > 0).astype(np.float32)), grid) > 0.5
+    bone = resample(p.volume.with_array(p.bone_mask.astype(np.float32)), grid) > 0.5
+    return Case(normalise(resample(p.volume, grid)), label.astype(np.uint8), bone & ~label)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,10 @@ def train(config_path: Path, resume: bool = True) -> Path:
         start = int(state["iteration"])
     seeds = range(*cfg["train_seeds"])
     t0 = time.perf_counter()
-    cases = [make_case(s) for s in seeds]
+    # synth_resampled: synthetic cases drawn at random spacings and resampled to 1 mm,
+    # as the pipeline meets every series (training.cta.data.make_case)
+    resampled = bool(cfg.get("synth_resampled", False))
+    cases = [make_case(s, resampled) for s in seeds]
     if cfg.get("project_cases"):
         # project phantoms (training.phantoms.cta), cached by training.cta.project_cases
         cases += load_cases(Path(cfg["project_cases"]))
