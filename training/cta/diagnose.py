@@ -19,6 +19,11 @@ seeds nobody tuned on too, e.g. ``--seeds 701 702 703 704 705 706 707 708 709 71
 nobody looked at before a change, e.g. ``--seeds 801 ... 810 --occlusion-seeds 811 812``.
 Several runs with different seeds share one ``--cache`` (and its segmentations), and
 can run side by side.
+
+``--synthetic`` runs the same report on the small synthetic phantoms of
+training.cta.synth instead, e.g. the pipeline test's fixed set: ``--synthetic --seeds
+501 502 503 504 505 --occlusion-seeds 511 512`` (three stenoses per case, or one and an
+occlusion, as tests/inference/test_cta_pipeline.py draws them).
 """
 
 from __future__ import annotations
@@ -75,6 +80,71 @@ def phantom(seed: int, cache: Path, **cfg: Any) -> Any:
     cache.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(p))
     return p
+
+
+@dataclass(frozen=True, slots=True)
+class TruthVessel:
+    points_lps: np.ndarray
+    radius_mm: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class TruthStenosis:
+    vessel: str
+    percent: float
+    length_mm: float
+    min_diameter_mm: float
+    reference_diameter_mm: float
+    center_lps: tuple[float, float, float]
+    reference_lps: tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticCase:
+    """A training.cta.synth phantom in the project phantom's truth shape."""
+
+    seed: str  # "synth<seed>": its segmentation cache never meets a project seed's
+    volume: Any
+    stenoses: tuple[TruthStenosis, ...]
+    occlusions: tuple[Any, ...]
+    vessels: dict[str, TruthVessel]
+
+
+#: the synthetic phantoms' stenosis is against the vessel's calibre this far beyond it
+SYNTH_REFERENCE_MM = 12.0
+
+
+def synthetic_case(seed: int, occlusion: bool, cache: Path) -> SyntheticCase:
+    from training.cta.synth import SynthConfig, make_synthetic_cta
+
+    cfg = SynthConfig(n_stenoses=1, occlusion=True) if occlusion else SynthConfig(n_stenoses=3)
+    path = cache / f"synth_{seed}_{cfg.n_stenoses}_{int(cfg.occlusion)}.pkl"
+    if path.exists():
+        p = pickle.loads(path.read_bytes())
+    else:
+        p = make_synthetic_cta(seed, cfg)
+        cache.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(p))
+    vessels = {n: TruthVessel(p.centerlines[n], p.radii[n]) for n in p.centerlines}
+    stenoses = []
+    for st in p.stenoses:
+        v = vessels[st.vessel]
+        i, _ = _nearest(v.points_lps, np.asarray(st.center_lps))
+        arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(v.points_lps, axis=0), axis=1))]
+        near = np.abs(arc - arc[i]) <= st.length_mm / 2
+        j = int(np.argmin(np.abs(arc - arc[i] - SYNTH_REFERENCE_MM)))
+        stenoses.append(
+            TruthStenosis(
+                st.vessel,
+                st.percent,
+                st.length_mm,
+                2.0 * float(v.radius_mm[near].min()),
+                2.0 * float(v.radius_mm[j]),
+                st.center_lps,
+                tuple(float(x) for x in v.points_lps[j]),  # type: ignore[arg-type]
+            )
+        )
+    return SyntheticCase(f"synth{seed}", p.volume, tuple(stenoses), p.occlusions, vessels)
 
 
 def analyse(p: Any, pipe: Any, cache: Path | None) -> Any:
@@ -213,6 +283,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("var/diag/cta"))
     parser.add_argument("--bias", action="store_true")
     parser.add_argument("--reuse-segmentation", action="store_true")
+    parser.add_argument("--synthetic", action="store_true", help="training.cta.synth phantoms")
     args = parser.parse_args()
 
     import tempfile
@@ -223,13 +294,19 @@ def main() -> None:
     pipe = CTAPipeline.create(Settings(data_dir=Path(tempfile.mkdtemp())))
     s = Summary([], [], [], [], [])
     for seed in args.seeds:
-        p = phantom(seed, args.cache, n_stenoses=2, n_occlusions=0)
+        if args.synthetic:
+            p = synthetic_case(seed, False, args.cache)
+        else:
+            p = phantom(seed, args.cache, n_stenoses=2, n_occlusions=0)
         a = analyse(p, pipe, args.cache if args.reuse_segmentation else None)
         report_case(p, a, pipe.findings(a, p.volume, "1.2.3"), s)
         if args.bias:
             calibre_bias(p, a)
     for seed in args.occlusion_seeds:
-        p = phantom(seed, args.cache, n_stenoses=0, n_occlusions=1)
+        if args.synthetic:
+            p = synthetic_case(seed, True, args.cache)
+        else:
+            p = phantom(seed, args.cache, n_stenoses=0, n_occlusions=1)
         a = analyse(p, pipe, args.cache if args.reuse_segmentation else None)
         findings = pipe.findings(a, p.volume, "1.2.3")
         found = {str(f.attribute("vessel")) for f in findings if f.kind == "occlusion"}
