@@ -127,7 +127,7 @@ def measure(
     which keeps touching bone out of the area; ``plaque(lps)`` marks calcified plaque;
     ``lumen(lps)`` is the segmented lumen itself: a sample there brighter than calcium
     is lumen lifted by blur from bone it runs against (a vertebral artery in its
-    foramen), so it counts as full lumen instead of as calcium. ``foreign(lps)`` is the
+    foramen), not plaque: no calcium halo is cleared round it. ``foreign(lps)`` is the
     distance to the nearest centreline of another vessel: a sample nearer to one than to
     this centre belongs to that vessel (the external carotid beside a stenosis at the
     carotid bulb, the anterior cerebral beside the middle cerebral at the terminus)."""
@@ -147,13 +147,12 @@ def measure(
     calcium_hu = max(inten.lumen_hu + CALCIUM_MARGIN_HU, 600.0)
     # negative fractions are kept: clipping them would turn tissue noise into area
     frac = np.clip((vals - inten.tissue_hu) / span, -0.5, 1.2)
+    # every sample above calcium HU is brighter than lumen against bone (its closing is
+    # at least as bright): it counts its lumen-bone share, none where it reads as bone
+    bone_mixed_fraction(frac, vals, inten.lumen_hu, calcium_hu)
     over = vals > calcium_hu
     if lumen is not None:
-        inside = lumen(pts)
-        frac[over & inside] = 1.0
-        over &= ~inside
-    frac[over] = 0.0
-    bone_mixed_fraction(frac, vals, inten.lumen_hu, calcium_hu)
+        over &= ~lumen(pts)
     calc = plaque(pts) & disk[None] if plaque is not None else np.zeros(vals.shape, dtype=bool)
     if (over & calc).any():
         # blur spreads a plaque's calcium (800-1500 HU) into a rim between lumen and
